@@ -1,0 +1,56 @@
+# LoRA from Scratch. Two commands for a newcomer:
+#   make lab    set up (first time only) and open JupyterLab on the first notebook
+#   make test   set up (first time only) and run every test
+# Without make, see the README for the same steps as plain pip/python commands.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-stamp
+NBVAL   = --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+.PHONY: setup lab test unit notebooks notebooks-check nbval-solutions nbval-students data base adapter release lint clean
+
+setup: $(STAMP)
+
+# Re-install when the dependencies change; the stamp marks a finished install.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
+
+test: setup
+	$(BIN)/python -m ruff check lora_scratch scripts tests conftest.py
+	$(BIN)/python scripts/build_notebooks.py --check
+	$(BIN)/python -m pytest $(NBVAL) --nbval-lax notebooks/*.ipynb -q
+	$(BIN)/python -m pytest $(NBVAL) --nbval tests notebooks/solutions -q
+
+unit: setup
+	$(BIN)/python -m pytest tests -q
+
+notebooks: setup
+	$(BIN)/python scripts/build_notebooks.py
+
+# Re-execute the masters in place (outputs stored), then regenerate the student versions.
+execute: setup
+	$(BIN)/python scripts/execute_notebooks.py
+	$(BIN)/python scripts/build_notebooks.py
+
+data: setup
+	$(BIN)/python scripts/build_data.py
+
+base: setup
+	$(BIN)/python -m lora_scratch.train pretrain --out data/base.safetensors
+
+adapter: setup
+	$(BIN)/python -m lora_scratch.train lora --corpus folio --out data/adapters/folio
+
+release: setup
+	$(BIN)/python scripts/build_notebooks.py --release dist/lora-from-scratch-student
+
+clean:
+	rm -rf $(VENV) dist .pytest_cache .ruff_cache
