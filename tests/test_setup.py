@@ -1,9 +1,9 @@
 """The set-up promises: one source of dependencies, the README's two commands, CI calls them."""
 import ast
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

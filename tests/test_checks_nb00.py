@@ -1,23 +1,12 @@
-"""Every checker: the reference passes, the stub gives ⏳, typical mistakes get their hint, nothing raises."""
+"""Checkers of 00_start_here."""
 import math
 
 import pytest
+from checklib import assert_mistake_hint, assert_reference_passes, assert_stub_is_todo, cases, run
 
 from lora_scratch import checks
 from lora_scratch.counting import count_params
 from lora_scratch.train import perplexity
-
-
-def stub(*_):
-    raise NotImplementedError("Exercise: write your code here")
-
-
-def run(capsys, checker, fn):
-    returned = checker(fn)
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return returned, out.out
-
 
 CASES = {
     checks.check_perplexity: {
@@ -45,24 +34,18 @@ CASES = {
 
 
 @pytest.mark.parametrize("checker", CASES, ids=lambda c: c.__name__)
-def test_reference_passes_and_is_used(capsys, checker):
-    reference = CASES[checker]["reference"]
-    returned, out = run(capsys, checker, reference)
-    assert out.startswith(checks.PASS) and returned is reference and "goes on with your function" in out
+def test_reference_passes(capsys, checker):
+    assert_reference_passes(capsys, checker, CASES[checker]["reference"])
 
 
 @pytest.mark.parametrize("checker", CASES, ids=lambda c: c.__name__)
-def test_stub_is_not_done_yet_and_falls_back(capsys, checker):
-    returned, out = run(capsys, checker, stub)
-    assert out.startswith(checks.TODO) and returned is not stub and "reference" in out
+def test_stub_is_not_done_yet(capsys, checker):
+    assert_stub_is_todo(capsys, checker)
 
 
-@pytest.mark.parametrize("checker, mistake, hint",
-                         [(c, m, h) for c, spec in CASES.items() for m, h in spec["mistakes"]],
-                         ids=lambda x: getattr(x, "__name__", str(x))[:30])
+@pytest.mark.parametrize("checker, mistake, hint", cases(CASES))
 def test_typical_mistake_gets_its_hint(capsys, checker, mistake, hint):
-    returned, out = run(capsys, checker, mistake)
-    assert out.startswith(checks.FAIL) and hint in out and returned is not mistake
+    assert_mistake_hint(capsys, checker, mistake, hint)
 
 
 def test_checker_output_is_deterministic(capsys):

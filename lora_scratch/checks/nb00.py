@@ -1,64 +1,22 @@
-"""Exercise checkers: ✅ correct, ❌ wrong (with a hint naming the likely mistake), ⏳ not done yet.
-
-Each `check_<exercise>(fn)` calls the learner's function on known inputs, prints one verdict, and
-returns the function the notebook should go on with: the learner's if it passed, otherwise the
-package's reference (and says so), so an unfinished exercise never breaks the cells below it.
-A checker never raises and prints nothing that changes from run to run.
-"""
+"""Checkers for 00_start_here: perplexity, count_trainable."""
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch.nn as nn
 
-PASS, FAIL, TODO = "✅", "❌", "⏳"
+from .core import FAIL, PASS, Verdict, call_safely, is_number, report
 
-
-@dataclass
-class Verdict:
-    status: str  # PASS, FAIL or TODO
-    message: str
-
-
-def _call(fn: Callable, *args):
-    """Run the learner's code; turn any exception into a Verdict instead of a traceback."""
-    try:
-        return fn(*args), None
-    except NotImplementedError:
-        return None, Verdict(TODO, "not done yet: replace the `raise NotImplementedError(...)` line with "
-                                   "your code and run the cell again.")
-    except Exception as e:  # noqa: BLE001 - a learner's bug must never stop the notebook
-        return None, Verdict(FAIL, f"your function raised {type(e).__name__}: {e}")
-
-
-def _is_number(x) -> bool:
-    if hasattr(x, "item") and getattr(x, "numel", lambda: 1)() == 1:
-        x = x.item()
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def report(exercise: str, verdict: Verdict, learner_fn: Callable, reference: Callable, ref_name: str):
-    """Print the verdict and return the function to go on with."""
-    print(f"{verdict.status} {exercise}: {verdict.message}")
-    if verdict.status == PASS:
-        print("   → the notebook goes on with your function.")
-        return learner_fn
-    print(f"   → the notebook goes on with the reference `{ref_name}`, so every cell below still runs.")
-    return reference
-
-
-# ---- 00_start_here ----
 
 def _perplexity_verdict(fn: Callable) -> Verdict:
     losses = [0.0, 1.0, 1.5, math.log(256)]
     got = []
     for loss in losses:
-        value, problem = _call(fn, loss)
+        value, problem = call_safely(fn, loss)
         if problem:
             return problem
-        if not _is_number(value):
+        if not is_number(value):
             return Verdict(FAIL, f"perplexity({loss:g}) returned a {type(value).__name__}; return one number "
                                  "(a float), e.g. with math.exp(...).")
         got.append(float(value))
@@ -79,7 +37,7 @@ def _perplexity_verdict(fn: Callable) -> Verdict:
 
 
 def check_perplexity(fn: Callable) -> Callable:
-    from .train import perplexity
+    from ..train import perplexity
 
     return report("perplexity", _perplexity_verdict(fn), fn, perplexity, "lora_scratch.train.perplexity")
 
@@ -93,10 +51,10 @@ def _toy_model() -> nn.Module:
 
 
 def _count_trainable_verdict(fn: Callable) -> Verdict:
-    value, problem = _call(fn, _toy_model())
+    value, problem = call_safely(fn, _toy_model())
     if problem:
         return problem
-    if not _is_number(value) or float(value) != int(float(value)):
+    if not is_number(value) or float(value) != int(float(value)):
         return Verdict(FAIL, f"return a whole number (an int), got {value!r} of type {type(value).__name__}.")
     value = int(float(value))
     if value == 22:
@@ -114,7 +72,7 @@ def _count_trainable_verdict(fn: Callable) -> Verdict:
 
 
 def check_count_trainable(fn: Callable) -> Callable:
-    from .counting import count_params
+    from ..counting import count_params
 
     def reference(model: nn.Module) -> int:
         return count_params(model, trainable_only=True)

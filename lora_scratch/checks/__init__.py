@@ -1,0 +1,22 @@
+"""Exercise checkers: ✅ correct, ❌ wrong (with a hint naming the likely mistake), ⏳ not done yet.
+
+Each `check_<exercise>(fn)` calls the learner's function on known inputs, prints one verdict, and
+returns the function the notebook should go on with: the learner's if it passed, otherwise the
+package's reference (and says so), so an unfinished exercise never breaks the cells below it.
+A checker never raises and prints nothing that changes from run to run.
+
+One module per notebook (nb00.py for 00_start_here, nb01.py, ...). Every `check_*` function of those
+modules is made available here, so a notebook calls `checks.check_perplexity(perplexity)`.
+"""
+from importlib import import_module
+from pkgutil import iter_modules
+
+from .core import FAIL, PASS, TODO, Verdict, report
+
+__all__ = ["FAIL", "PASS", "TODO", "Verdict", "report"]
+
+for _module in sorted(m.name for m in iter_modules(__path__) if m.name.startswith("nb")):
+    for _name, _fn in vars(import_module(f".{_module}", __name__)).items():
+        if _name.startswith("check_"):
+            globals()[_name] = _fn
+            __all__.append(_name)
