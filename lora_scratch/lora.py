@@ -159,6 +159,7 @@ def add_lora(model: nn.Module, targets: list[str] | str = ("q_proj", "v_proj"), 
     targets = [targets] if isinstance(targets, str) else list(targets)
     if not targets:
         raise ValueError("targets is empty: name at least one module, e.g. ['q_proj', 'v_proj']")
+    all_targets = _extend_config(model, targets, r, alpha, dropout)
     for name in _resolve_targets(model, targets):
         module = model.get_submodule(name)
         if isinstance(module, LoRALinear):
@@ -175,9 +176,21 @@ def add_lora(model: nn.Module, targets: list[str] | str = ("q_proj", "v_proj"), 
         parent, _, child = name.rpartition(".")
         wrapped = LoRALinear(module, r, alpha, dropout).train(module.training)  # keep eval() if set
         setattr(model.get_submodule(parent) if parent else model, child, wrapped)
-    model.lora_config = {"target_modules": targets, "r": int(r), "lora_alpha": float(alpha),
+    model.lora_config = {"target_modules": all_targets, "r": int(r), "lora_alpha": float(alpha),
                          "lora_dropout": float(dropout)}
     return model
+
+
+def _extend_config(model: nn.Module, targets: list[str], r: int, alpha: float, dropout: float) -> list[str]:
+    """A second add_lora on the same model adds targets; one adapter file has one r, alpha, dropout."""
+    old = getattr(model, "lora_config", None)
+    if not old or not lora_layers(model):
+        return targets
+    if (old["r"], old["lora_alpha"], old["lora_dropout"]) != (r, alpha, dropout):
+        raise ValueError(f"this model already has LoRA layers with r={old['r']}, alpha={old['lora_alpha']:g}, "
+                         f"dropout={old['lora_dropout']:g}; add more targets with the same values, "
+                         "or start from a fresh base")
+    return old["target_modules"] + [t for t in targets if t not in old["target_modules"]]
 
 
 def mark_only_lora_as_trainable(model: nn.Module) -> None:
@@ -203,7 +216,8 @@ def unmerge_lora(model: nn.Module) -> None:
 
 @contextmanager
 def lora_disabled(model: nn.Module):
-    """Inside the block the model computes exactly the base's outputs."""
+    """Inside the block the model computes exactly the base's outputs. Merged layers are unmerged
+    first (and stay unmerged afterwards)."""
     layers = lora_layers(model).values()
     for layer in layers:
         layer.set_disabled(True)

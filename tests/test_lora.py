@@ -244,3 +244,13 @@ def test_loading_into_merged_model_is_refused(tmp_path):
 def test_missing_adapter_folder_says_what_it_needs(tmp_path):
     with pytest.raises(FileNotFoundError, match=ADAPTER_CONFIG):
         load_adapter(small_gpt(), tmp_path / "nothing")
+
+
+def test_second_add_lora_extends_targets_with_same_hparams(tmp_path):
+    model = add_lora(small_gpt(), ["q_proj"], r=2, alpha=4)
+    add_lora(model, ["v_proj"], r=2, alpha=4)
+    assert model.lora_config["target_modules"] == ["q_proj", "v_proj"]
+    save_adapter(model, tmp_path / "ad")
+    assert len(lora_layers(load_adapter(small_gpt(), tmp_path / "ad"))) == 2 * SMALL.n_layer
+    with pytest.raises(ValueError, match="already has LoRA layers with r=2"):
+        add_lora(model, ["k_proj"], r=4, alpha=4)
