@@ -254,3 +254,13 @@ def test_second_add_lora_extends_targets_with_same_hparams(tmp_path):
     assert len(lora_layers(load_adapter(small_gpt(), tmp_path / "ad"))) == 2 * SMALL.n_layer
     with pytest.raises(ValueError, match="already has LoRA layers with r=2"):
         add_lora(model, ["k_proj"], r=4, alpha=4)
+
+
+def test_saved_files_get_normal_permissions(tmp_path):
+    import os
+
+    save_adapter(add_lora(small_gpt(), ["q_proj"], r=2), tmp_path / "ad")
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
+        assert (tmp_path / "ad" / name).stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
