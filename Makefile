@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
+LAB_FLAGS = $(if $(filter 0,$(shell id -u)),--allow-root,)  # JupyterLab refuses root (e.g. in containers) without it
 NBVAL   = --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 .PHONY: setup lab test unit notebooks notebooks-check nbval-solutions nbval-students data base adapter release lint clean
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lab: setup
-	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/00_start_here.ipynb
 
 test: setup
 	$(BIN)/python -m ruff check lora_scratch scripts tests conftest.py
