@@ -34,3 +34,26 @@ def assert_mistake_hint(capsys, checker, mistake, hint):
 def cases(spec: dict) -> list:
     """[(checker, mistake, hint), ...] for pytest.mark.parametrize."""
     return [(c, m, h) for c, s in spec.items() for m, h in s["mistakes"]]
+
+
+def generic_tests(spec: dict):
+    """The three tests every checker gets, parametrized over a notebook's CASES:
+    `test_reference_passes, test_stub_is_not_done_yet, test_typical_mistake_gets_its_hint = generic_tests(CASES)`."""
+    import pytest
+
+    checkers = list(spec)
+    ids = [c.__name__ for c in checkers]
+
+    @pytest.mark.parametrize("checker", checkers, ids=ids)
+    def test_reference_passes(capsys, checker):
+        assert_reference_passes(capsys, checker, spec[checker]["reference"])
+
+    @pytest.mark.parametrize("checker", checkers, ids=ids)
+    def test_stub_is_not_done_yet(capsys, checker):
+        assert_stub_is_todo(capsys, checker)
+
+    @pytest.mark.parametrize("checker, mistake, hint", cases(spec))
+    def test_typical_mistake_gets_its_hint(capsys, checker, mistake, hint):
+        assert_mistake_hint(capsys, checker, mistake, hint)
+
+    return test_reference_passes, test_stub_is_not_done_yet, test_typical_mistake_gets_its_hint

@@ -1,8 +1,7 @@
 """Checkers of 00_start_here."""
 import math
 
-import pytest
-from checklib import assert_mistake_hint, assert_reference_passes, assert_stub_is_todo, cases, run
+from checklib import generic_tests, run
 
 from lora_scratch import checks
 from lora_scratch.counting import count_params
@@ -33,19 +32,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("checker", CASES, ids=lambda c: c.__name__)
-def test_reference_passes(capsys, checker):
-    assert_reference_passes(capsys, checker, CASES[checker]["reference"])
-
-
-@pytest.mark.parametrize("checker", CASES, ids=lambda c: c.__name__)
-def test_stub_is_not_done_yet(capsys, checker):
-    assert_stub_is_todo(capsys, checker)
-
-
-@pytest.mark.parametrize("checker, mistake, hint", cases(CASES))
-def test_typical_mistake_gets_its_hint(capsys, checker, mistake, hint):
-    assert_mistake_hint(capsys, checker, mistake, hint)
+# the three tests every checker gets: reference ✅, stub ⏳, each typical mistake ❌ with its hint
+test_reference_passes, test_stub_is_not_done_yet, test_typical_mistake_gets_its_hint = generic_tests(CASES)
 
 
 def test_checker_output_is_deterministic(capsys):

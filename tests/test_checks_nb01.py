@@ -1,0 +1,117 @@
+"""Checkers of 01_rank_and_svd."""
+import numpy as np
+import pytest
+import torch
+from checklib import assert_reference_passes, generic_tests, run
+
+from lora_scratch import checks
+from lora_scratch.linalg import energy_share, low_rank_approx, relative_error
+
+
+def _svd(M):
+    return torch.linalg.svd(M, full_matrices=False)
+
+
+def _solution_full_matrices(M, r):
+    """full_matrices=True is not a mistake: the slices drop the extra columns."""
+    U, S, Vh = torch.linalg.svd(M)
+    return U[:, :r] @ torch.diag(S[:r]) @ Vh[:r]
+
+
+def _no_singular_values(M, r):
+    U, S, Vh = _svd(M)
+    return U[:, :r] @ Vh[:r]
+
+
+def _smallest(M, r):
+    U, S, Vh = _svd(M)
+    return U[:, -r:] @ torch.diag(S[-r:]) @ Vh[-r:]
+
+
+def _one_too_many(M, r):
+    U, S, Vh = _svd(M)
+    return U[:, :r + 1] @ torch.diag(S[:r + 1]) @ Vh[:r + 1]
+
+
+def _no_vh(M, r):
+    U, S, Vh = _svd(M)
+    return U[:, :r] @ torch.diag(S[:r])
+
+
+def _float64(M, r):
+    return low_rank_approx(M.double(), r)
+
+
+CASES = {
+    checks.check_factored_params: {
+        "reference": lambda d, k, r: (d + k) * r,
+        "mistakes": [
+            (lambda d, k, r: d * k, "size of the full matrix"),
+            (lambda d, k, r: d * k * r, "d·k·r"),
+            (lambda d, k, r: d + k, "multiply by r"),
+            (lambda d, k, r: 2 * d * r, "square matrix"),
+            (lambda d, k, r: d * r, "only B"),
+            (lambda d, k, r: (d + k) * r + 0.5, "whole number"),
+            (lambda d, k, r: d * k / 0, "raised ZeroDivisionError"),
+        ],
+    },
+    checks.check_low_rank_approx: {
+        "reference": low_rank_approx,
+        "mistakes": [
+            (_no_singular_values, "dropped the singular values"),
+            (_smallest, "*smallest*"),
+            (_one_too_many, "r + 1 directions"),
+            (_no_vh, "must have M's shape"),
+            (_float64, "same dtype"),
+            (lambda M, r: low_rank_approx(M, r).numpy(), "return a torch.Tensor"),
+            (lambda M, r: M, "away from the truncated SVD"),
+        ],
+    },
+    checks.check_relative_error: {
+        "reference": relative_error,
+        "mistakes": [
+            (lambda M, Mh: torch.linalg.norm(M - Mh), "without dividing"),
+            (lambda M, Mh: (torch.linalg.norm(M - Mh) / torch.linalg.norm(M)) ** 2, "squared norms"),
+            (lambda M, Mh: torch.linalg.norm(M - Mh) / torch.linalg.norm(Mh), "divided by ||M̂||_F"),
+            (lambda M, Mh: (M - Mh).abs().mean(), "mean absolute error"),
+            (lambda M, Mh: 1 - relative_error(M, Mh), "1 − error"),
+            (lambda M, Mh: M - Mh, "return one number"),
+        ],
+    },
+    checks.check_energy_share: {
+        "reference": energy_share,
+        "mistakes": [
+            (lambda S, r: S[:r].sum() / S.sum(), "*square*"),
+            (lambda S, r: (S[:r + 1] ** 2).sum() / (S ** 2).sum(), "off by one"),
+            (lambda S, r: (S[-r:] ** 2).sum() / (S ** 2).sum(), "smallest"),
+            (lambda S, r: 1 - (S[:r] ** 2).sum() / (S ** 2).sum(), "tail"),
+            (lambda S, r: 100 * (S[:r] ** 2).sum() / (S ** 2).sum(), "percentage"),
+            (lambda S, r: np.float32(0.5), "S = [4, 3, 2, 1]"),
+            (lambda S, r: [0.5], "return one number"),
+        ],
+    },
+}
+
+
+# the three tests every checker gets: reference ✅, stub ⏳, each typical mistake ❌ with its hint
+test_reference_passes, test_stub_is_not_done_yet, test_typical_mistake_gets_its_hint = generic_tests(CASES)
+
+
+def test_full_matrices_true_is_not_a_mistake(capsys):
+    assert_reference_passes(capsys, checks.check_low_rank_approx, _solution_full_matrices)
+
+
+def test_plain_float_and_tensor_answers_both_pass(capsys):
+    as_float = lambda S, r: float((S[:r] ** 2).sum() / (S ** 2).sum())  # noqa: E731
+    assert_reference_passes(capsys, checks.check_energy_share, as_float)
+    assert_reference_passes(capsys, checks.check_relative_error,
+                            lambda M, Mh: torch.linalg.norm(M - Mh) / torch.linalg.norm(M))
+
+
+@pytest.mark.parametrize("checker, mistake", [
+    (checks.check_low_rank_approx, _no_singular_values),
+    (checks.check_energy_share, lambda S, r: S[:r].sum() / S.sum()),
+])
+def test_checker_output_is_deterministic(capsys, checker, mistake):
+    outputs = [run(capsys, checker, mistake)[1] for _ in range(2)]
+    assert outputs[0] == outputs[1]
