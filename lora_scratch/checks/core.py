@@ -31,6 +31,22 @@ def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def numbers_from(fn: Callable, cases: list[tuple], name: str, expected: str = "a float"):
+    """Call fn(*case) for each case; return (values, None), or (None, Verdict) at the first exception
+    or non-number, so a checker's verdict logic only ever sees a list of floats."""
+    values = []
+    for case in cases:
+        value, problem = call_safely(fn, *case)
+        if problem:
+            return None, problem
+        if not is_number(value):
+            args = ", ".join(f"{a:g}" if isinstance(a, float) else str(a) for a in case)
+            return None, Verdict(FAIL, f"{name}({args}) returned a {type(value).__name__}; return one number "
+                                       f"({expected}).")
+        values.append(float(value))
+    return values, None
+
+
 def report(exercise: str, verdict: Verdict, learner_fn: Callable, reference: Callable, ref_name: str):
     """Print the verdict and return the function to go on with."""
     print(f"{verdict.status} {exercise}: {verdict.message}")

@@ -6,20 +6,14 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
-from .core import FAIL, PASS, Verdict, call_safely, is_number, report
+from .core import FAIL, PASS, Verdict, call_safely, is_number, numbers_from, report
 
 
 def _perplexity_verdict(fn: Callable) -> Verdict:
     losses = [0.0, 1.0, 1.5, math.log(256)]
-    got = []
-    for loss in losses:
-        value, problem = call_safely(fn, loss)
-        if problem:
-            return problem
-        if not is_number(value):
-            return Verdict(FAIL, f"perplexity({loss:g}) returned a {type(value).__name__}; return one number "
-                                 "(a float), e.g. with math.exp(...).")
-        got.append(float(value))
+    got, problem = numbers_from(fn, [(x,) for x in losses], "perplexity", "a float, e.g. with math.exp(...)")
+    if problem:
+        return problem
     close = lambda f: all(math.isclose(g, f(x), rel_tol=1e-6) for g, x in zip(got, losses))  # noqa: E731
     if close(math.exp):
         return Verdict(PASS, "correct: perplexity = e ** loss when the loss is in nats.")

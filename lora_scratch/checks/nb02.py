@@ -12,7 +12,7 @@ import torch
 
 from ..counting import GB, checkpoint_gb
 from ..linalg import delta_weights, rank_for_share
-from .core import FAIL, PASS, Verdict, call_safely, is_number, report
+from .core import FAIL, PASS, Verdict, call_safely, is_number, numbers_from, report
 
 # ---- checkpoint_gb ----
 
@@ -40,15 +40,9 @@ def _size_mistake(got: list[float]) -> str | None:
 
 
 def _checkpoint_gb_verdict(fn: Callable) -> Verdict:
-    got = []
-    for n, b in _SIZES:
-        value, problem = call_safely(fn, n, b)
-        if problem:
-            return problem
-        if not is_number(value):
-            return Verdict(FAIL, f"checkpoint_gb({n:g}, {b}) returned a {type(value).__name__}; return one "
-                                 "number (a float, in GB).")
-        got.append(float(value))
+    got, problem = numbers_from(fn, _SIZES, "checkpoint_gb", "a float, in GB")
+    if problem:
+        return problem
     if all(math.isclose(g, checkpoint_gb(n, b), rel_tol=1e-6) for g, (n, b) in zip(got, _SIZES)):
         return Verdict(PASS, "correct: 175e9 parameters × 16 bits / 8 = 350 GB.")
     hint = _size_mistake(got)
