@@ -18,5 +18,8 @@ __all__ = ["FAIL", "PASS", "TODO", "Verdict", "report"]
 for _module in sorted(m.name for m in iter_modules(__path__) if m.name.startswith("nb")):
     for _name, _fn in vars(import_module(f".{_module}", __name__)).items():
         if _name.startswith("check_"):
+            if _name in globals():  # two notebooks' checkers with one name: fail loudly, not silently
+                raise ImportError(f"{_name} is defined twice in lora_scratch/checks ({_module} and an earlier "
+                                  "module); give one of the exercises another name")
             globals()[_name] = _fn
             __all__.append(_name)
