@@ -1,0 +1,159 @@
+"""Checkers for 05_lora_layer_from_scratch: init_lora, lora_forward, merged_weight."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .core import FAIL, PASS, Verdict, call_safely, report
+
+_ORDER_HINT = ("check the order and the transposes: x (…, in) @ A.T (in, r) @ B.T (r, out), and ΔW = B @ A "
+               "is (out, in) like W.")
+
+
+def _is_tensor_pair(value) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(t, torch.Tensor) for t in value)
+
+
+def _with_shape_hint(problem: Verdict) -> Verdict:
+    """A shape error from a matmul most often means B @ A in the wrong order or a missing transpose."""
+    if problem.status == FAIL and ("shape" in problem.message or "size" in problem.message):
+        return Verdict(FAIL, f"{problem.message} — {_ORDER_HINT}")
+    return problem
+
+
+# ---------------------------------------------------------------- init_lora(in_features, out_features, r)
+
+
+def _init_lora_verdict(fn: Callable) -> Verdict:
+    n_in, n_out, r = 12, 5, 3
+    value, problem = call_safely(fn, n_in, n_out, r)
+    if problem:
+        return problem
+    if not _is_tensor_pair(value):
+        return Verdict(FAIL, f"return the pair (A, B) of two tensors, got {type(value).__name__}.")
+    A, B = value
+    shapes = (tuple(A.shape), tuple(B.shape))
+    if shapes == ((n_out, r), (r, n_in)):
+        return Verdict(FAIL, "you returned (B, A); return (A, B) in that order.")
+    if shapes == ((n_in, r), (r, n_out)):
+        return Verdict(FAIL, "your shapes are transposed: A is (r, in) and B is (out, r), as PEFT's lora_A and "
+                             "lora_B, so that B @ A is (out, in) like W.")
+    if shapes != ((r, n_in), (n_out, r)):
+        return Verdict(FAIL, f"init_lora({n_in}, {n_out}, {r}) should give A (3, 12) and B (5, 3); "
+                             f"got A {shapes[0]} and B {shapes[1]}.")
+    if not (A.is_floating_point() and B.is_floating_point()):
+        return Verdict(FAIL, f"A and B must be float tensors, got {A.dtype} and {B.dtype}.")
+    a_zero, b_zero = bool((A == 0).all()), bool((B == 0).all())
+    if a_zero and b_zero:
+        return Verdict(FAIL, "both A and B are zero. Then BA = 0 as wanted, but the gradient of B is "
+                             "proportional to A and the gradient of A to B: both are zero and training never starts. "
+                             "Make B zero and A random.")
+    if a_zero:
+        return Verdict(FAIL, "you made A zero and B random. BA = 0 holds, but the convention (paper §4.1, loralib, "
+                             "PEFT) is the other way round: B zero, A random. Follow it so adapters stay compatible.")
+    if not b_zero:
+        return Verdict(FAIL, "B is not zero, so BA ≠ 0 and the model does not start where the base model was. "
+                             "Initialise B with zeros (torch.zeros(out, r)).")
+    if bool((A == A.flatten()[0]).all()):
+        return Verdict(FAIL, "every entry of A is the same number; A must be random (identical rows would get "
+                             "identical gradients). Use nn.init.kaiming_uniform_(A, a=math.sqrt(5)).")
+    return Verdict(PASS, "correct: A (r, in) random, B (out, r) zero, so BA = 0 and the model starts unchanged.")
+
+
+def check_init_lora(fn: Callable) -> Callable:
+    from ..toy import init_lora
+
+    return report("init_lora", _init_lora_verdict(fn), fn, init_lora, "lora_scratch.toy.init_lora")
+
+
+# ---------------------------------------------------------------- lora_forward(x, W, b, A, B, alpha, r)
+
+
+def _forward_case(batch_shape: tuple[int, ...]):
+    g = torch.Generator().manual_seed(5)
+    n_in, n_out, r, alpha = 6, 4, 2, 3.0  # scaling 1.5: distinguishes alpha / r from alpha, r / alpha and 1
+    x = torch.randn(*batch_shape, n_in, generator=g)
+    W, b = torch.randn(n_out, n_in, generator=g), torch.randn(n_out, generator=g)
+    A, B = torch.randn(r, n_in, generator=g), torch.randn(n_out, r, generator=g)
+    return x, W, b, A, B, alpha, r
+
+
+def _forward_mistakes(x, W, b, A, B, alpha, r) -> list[tuple[torch.Tensor, str]]:
+    base, path = x @ W.T + b, x @ A.T @ B.T
+    return [
+        (base + path, "you forgot the scaling: the LoRA path is multiplied by alpha / r."),
+        (base + alpha * path, "you scaled by alpha only; the scaling is alpha / r (it keeps the update's size "
+                              "comparable when you change r)."),
+        (base + (r / alpha) * path, "you scaled by r / alpha; the scaling is alpha / r."),
+        (x @ W.T + (alpha / r) * path, "you forgot the bias b of the frozen layer."),
+        ((alpha / r) * path, "you returned only the LoRA path; add the frozen layer's output x @ W.T + b."),
+        (base, "you returned only the frozen layer's output; add (alpha / r) · x @ A.T @ B.T."),
+    ]
+
+
+def _lora_forward_verdict(fn: Callable) -> Verdict:
+    for batch_shape in [(5,), (2, 3)]:
+        case = _forward_case(batch_shape)
+        value, problem = call_safely(fn, *case)
+        if problem:
+            return _with_shape_hint(problem)
+        x, W, b, A, B, alpha, r = case
+        expected = x @ W.T + b + (alpha / r) * (x @ A.T @ B.T)
+        if not isinstance(value, torch.Tensor):
+            return Verdict(FAIL, f"return a tensor, got {type(value).__name__}.")
+        if value.shape != expected.shape:
+            return Verdict(FAIL, f"for x of shape {tuple(x.shape)} the output should be {tuple(expected.shape)} "
+                                 f"(…, out), got {tuple(value.shape)}; {_ORDER_HINT}")
+        if not torch.allclose(value, expected, atol=1e-5):
+            for wrong, hint in _forward_mistakes(*case):
+                if torch.allclose(value, wrong, atol=1e-5):
+                    return Verdict(FAIL, hint)
+            return Verdict(FAIL, "the values are wrong: h = x @ W.T + b + (alpha / r) · x @ A.T @ B.T.")
+    return Verdict(PASS, "correct: h = x Wᵀ + b + (alpha / r) · x Aᵀ Bᵀ, for any leading batch dimensions.")
+
+
+def check_lora_forward(fn: Callable) -> Callable:
+    from ..toy import lora_forward
+
+    return report("lora_forward", _lora_forward_verdict(fn), fn, lora_forward, "lora_scratch.toy.lora_forward")
+
+
+# ---------------------------------------------------------------- merged_weight(W, A, B, alpha, r)
+
+
+def _merge_weight_verdict(fn: Callable) -> Verdict:
+    _, W, _, A, B, alpha, r = _forward_case((1,))
+    W_before = W.clone()
+    value, problem = call_safely(fn, W, A, B, alpha, r)
+    if problem:
+        return _with_shape_hint(problem)
+    if not isinstance(value, torch.Tensor):
+        return Verdict(FAIL, f"return a tensor, got {type(value).__name__}.")
+    if not torch.equal(W, W_before):
+        return Verdict(FAIL, "your function changed W in place (W += …). Return a new matrix W + ΔW and leave W "
+                             "alone: the frozen base must stay recoverable.")
+    if value.shape != W.shape:
+        return Verdict(FAIL, f"the merged weight must have W's shape {tuple(W.shape)} (out, in), got "
+                             f"{tuple(value.shape)}; {_ORDER_HINT}")
+    delta = B @ A
+    mistakes = [
+        (W + delta, "you forgot the scaling: W + (alpha / r) · B @ A."),
+        (W + alpha * delta, "you scaled by alpha only; the scaling is alpha / r."),
+        (W + (r / alpha) * delta, "you scaled by r / alpha; the scaling is alpha / r."),
+        ((alpha / r) * delta, "you returned only ΔW; the merged weight is W + ΔW."),
+        (W - (alpha / r) * delta, "you subtracted ΔW; merging adds it (unmerging subtracts)."),
+    ]
+    if torch.allclose(value, W + (alpha / r) * delta, atol=1e-5):
+        return Verdict(PASS, "correct: W + (alpha / r) · B @ A, one (out, in) matrix, W left untouched.")
+    for wrong, hint in mistakes:
+        if torch.allclose(value, wrong, atol=1e-5):
+            return Verdict(FAIL, hint)
+    return Verdict(FAIL, "the values are wrong: merged = W + (alpha / r) · B @ A.")
+
+
+def check_merged_weight(fn: Callable) -> Callable:
+    from ..toy import merged_weight
+
+    return report("merged_weight", _merge_weight_verdict(fn), fn, merged_weight, "lora_scratch.toy.merged_weight")
+
