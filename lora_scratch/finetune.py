@@ -71,6 +71,14 @@ def prepare(method: str, targets=ALL_PROJECTIONS, r: int = 2, alpha: float = 4.0
     return model
 
 
+def lora_optimizer(model: nn.Module, lr: float) -> torch.optim.AdamW:
+    """The LoRA-only training set-up (§4.2): freeze every weight but the lora_A / lora_B matrices and give
+    Adam only those, so it keeps m and v for them alone. Betas and weight decay 0 as in the course's loop."""
+    mark_only_lora_as_trainable(model)
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99),
+                             weight_decay=0.0)
+
+
 def trainable_fraction(model: nn.Module) -> float:
     """Trainable parameters / all parameters (tied weights counted once, as .parameters() does)."""
     params = list(model.parameters())
@@ -102,11 +110,12 @@ def val_losses(model: GPT, cfg: FinetuneConfig) -> dict[str, float]:
 
 
 def finetune(model: GPT, cfg: FinetuneConfig, before: dict[str, float] | None = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Train the trainable parameters of `model` on Folio; returns a JSON-ready record with the
     validation losses before, along the way (every eval_every steps) and after."""
     before = before or val_losses(model, cfg)
-    history = train(model, load_tokens("folio", "train"), cfg.train_config(), val_splits(), progress=progress)
+    history = train(model, load_tokens("folio", "train"), cfg.train_config(), val_splits(), progress=progress,
+                    optimizer=optimizer)
     after = {k: v[-1] for k, v in history["val"].items()}
     return {"config": asdict(cfg), "before": before, "after": after, "steps": history["step"],
             "val": history["val"], "train_seconds": history["train_seconds"],
@@ -180,3 +189,26 @@ def forgetting_at_gain(curves: dict, method: str, gains: list[float]) -> list[fl
     Compare methods at equal learning, not at equal steps (Biderman et al., 2024)."""
     pts = [(g, f) for (m, _), c in curves.items() if m == method for g, f in zip(c["gain"], c["forget"])]
     return [min((f for g, f in pts if g >= want), default=math.nan) for want in gains]
+
+
+def _frontier_std(curves: dict, method: str, gains: list[float]) -> list[float]:
+    """The seed standard deviation of forgetting at the checkpoint that sets the frontier at each gain."""
+    pts = [(f, g, sd) for (m, _), c in curves.items() if m == method
+           for g, f, sd in zip(c["gain"], c["forget"], c["forget_std"])]
+    return [min(((f, sd) for f, g, sd in pts if g >= want), default=(math.nan, math.nan))[1] for want in gains]
+
+
+def frontier_gap(curves: dict, method: str, reference: str, points: int = 21) -> dict:
+    """`method`'s frontier minus `reference`'s at `points` Folio gains both reach (> 0: `method` forgets more
+    at equal learning), with `noise`: the largest seed standard deviation among the checkpoints that set
+    the two frontiers (a learning rate that diverges elsewhere does not count as noise here)."""
+    reach = {m: [g for (k, _), c in curves.items() if k == m for g in c["gain"]] for m in (method, reference)}
+    if not all(reach.values()):
+        raise ValueError(f"the curves need runs of both {method!r} and {reference!r}; they have "
+                         f"{sorted({k for k, _ in curves})}")
+    lo, hi = max(min(g) for g in reach.values()), min(max(g) for g in reach.values())
+    gains = [lo + (hi - lo) * i / (points - 1) for i in range(points)]
+    a, b = forgetting_at_gain(curves, method, gains), forgetting_at_gain(curves, reference, gains)
+    noise = max(_frontier_std(curves, method, gains) + _frontier_std(curves, reference, gains))
+    return {"gains": gains, "diff": [x - y for x, y in zip(a, b)], "noise": noise, "lo": lo, "hi": hi,
+            "frontiers": {method: a, reference: b}}

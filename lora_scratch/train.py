@@ -87,12 +87,16 @@ def evaluate(model: GPT, tokens: torch.Tensor, n_windows: int = 64, block_size: 
 
 
 def train(model: GPT, train_tokens: torch.Tensor, cfg: TrainConfig,
-          val_tokens: dict[str, torch.Tensor] | None = None, progress: bool = True) -> dict:
-    """Train the parameters of `model` that require grad. Returns the history (losses, times)."""
+          val_tokens: dict[str, torch.Tensor] | None = None, progress: bool = True,
+          optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Train the parameters of `model` that require grad. Returns the history (losses, times).
+
+    `optimizer` replaces the default AdamW (e.g. LoRA+'s two learning rates); the schedule sets each
+    group's lr to lr_at(step) times the group's "lr_scale" (default 1)."""
     val_tokens = val_tokens or {}
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = make_optimizer(model, cfg)
+    opt = optimizer if optimizer is not None else make_optimizer(model, cfg)
     history = {"step": [], "train_loss": [], "val": {k: [] for k in val_tokens}, "elapsed_s": []}
 
     def log_eval(step: int, train_loss: float) -> None:
@@ -110,7 +114,7 @@ def train(model: GPT, train_tokens: torch.Tensor, cfg: TrainConfig,
         if cfg.eval_every and step % cfg.eval_every == 0 and step > 0:
             log_eval(step, running)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
         x, y = get_batch(train_tokens, cfg.batch_size, cfg.block_size, gen)
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)

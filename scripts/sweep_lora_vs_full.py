@@ -11,6 +11,11 @@ multiplier under Adam, so LoRA's good range sits much higher than full fine-tuni
 Learning = Folio loss gained (before − after); forgetting = modern loss lost (after − before).
 "Forgets less" only counts at equal learning (Biderman et al., 2024, arXiv 2405.09673).
 
+Other LoRA settings go under their own label (the "why" sweeps of notebook 07), e.g.
+
+    python scripts/sweep_lora_vs_full.py --out data/sweeps/forgetting_why.json --methods lora \
+        --label lora-r1-qv --lora-r 1 --lora-alpha 2 --lora-targets q_proj v_proj --lora-lrs 5e-3 1.5e-2 4e-2
+
 The JSON is rewritten after every run, and runs already in it are skipped, so an interrupted sweep
 continues where it stopped. Deterministic per machine and thread count.
 """
@@ -33,11 +38,11 @@ from lora_scratch.train import load_base  # noqa: E402
 
 COMMAND = "python scripts/sweep_lora_vs_full.py"
 LORA_R, LORA_ALPHA = 2, 4.0
-DEFAULT_LRS = {"lora": (2e-3, 5e-3, 1.5e-2), "full": (1e-4, 3e-4, 1e-3)}
+DEFAULT_LRS = {"lora": (2e-3, 5e-3, 1.5e-2, 4e-2), "full": (1e-4, 3e-4, 1e-3)}
 
 
-def run_key(method: str, lr: float, seed: int) -> str:
-    return f"{method}/lr={lr:g}/seed={seed}"
+def run_key(label: str, lr: float, seed: int) -> str:
+    return f"{label}/lr={lr:g}/seed={seed}"
 
 
 def load_record(path: Path) -> dict:
@@ -59,18 +64,25 @@ def sweep(args: argparse.Namespace) -> dict:
     base = load_base()
     template = FinetuneConfig(lr=0.0, steps=args.steps, batch_size=args.batch_size, block_size=args.block_size,
                               eval_every=args.eval_every, eval_windows=args.eval_windows)
-    record.update(command=" ".join([COMMAND, *args.argv]).strip(), threads=torch.get_num_threads(),
-                  torch=torch.__version__, machine=platform.machine(), lora={"r": LORA_R, "alpha": LORA_ALPHA,
-                  "targets": list(ALL_PROJECTIONS)}, before=record.get("before") or val_losses(base, template))
+    lora = {"r": args.lora_r, "alpha": args.lora_alpha, "targets": list(args.lora_targets)}
+    commands = record.get("commands", [record["command"]] if "command" in record else [])
+    this = " ".join([COMMAND, *args.argv]).strip()
+    record.update(command=commands[0] if commands else this, commands=commands + [this] * (this not in commands),
+                  threads=torch.get_num_threads(), torch=torch.__version__, machine=platform.machine(),
+                  lora=record.get("lora", lora), before=record.get("before") or val_losses(base, template))
     for method, lr, seed in plan(args):
-        key = run_key(method, lr, seed)
+        label = args.label if (args.label and method == "lora") else method
+        key = run_key(label, lr, seed)
         if key in record["runs"]:
             continue
         cfg = FinetuneConfig(**{**template.__dict__, "lr": lr, "seed": seed})
-        model = prepare(method, r=LORA_R, alpha=LORA_ALPHA, base=load_base(), seed=seed)
+        model = prepare(method, targets=lora["targets"], r=lora["r"], alpha=lora["alpha"], base=load_base(),
+                        seed=seed)
         t0 = time.perf_counter()
         run = finetune(model, cfg, before=record["before"])
-        run["method"] = method
+        run["method"] = label
+        if method == "lora":
+            run["lora"] = lora
         record["runs"][key] = run
         atomic_write_json(out, record)  # after every run: an interrupted sweep keeps what it has
         a = run["after"]
@@ -84,6 +96,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=["lora", "full"], choices=["lora", "full"])
     p.add_argument("--lora-lrs", nargs="+", type=float, default=list(DEFAULT_LRS["lora"]))
     p.add_argument("--full-lrs", nargs="+", type=float, default=list(DEFAULT_LRS["full"]))
+    p.add_argument("--label", default="", help="name for these LoRA runs (default 'lora')")
+    p.add_argument("--lora-r", type=int, default=LORA_R)
+    p.add_argument("--lora-alpha", type=float, default=LORA_ALPHA)
+    p.add_argument("--lora-targets", nargs="+", default=list(ALL_PROJECTIONS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=120)
     p.add_argument("--batch-size", type=int, default=8)

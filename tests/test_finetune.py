@@ -13,6 +13,7 @@ from lora_scratch.finetune import (
     folio_gain,
     forgetting,
     forgetting_at_gain,
+    frontier_gap,
     interleaved_step_times,
     median_ratio,
     optimizer_state_bytes,
@@ -94,3 +95,15 @@ def test_sweep_curves_best_lr_and_frontier():
     assert best_lr(curves, "lora", tie=0.06) == 1e-3  # within the tie: the smaller learning rate
     frontier = forgetting_at_gain(curves, "lora", [0.25, 0.31, 0.5])
     assert frontier[:2] == pytest.approx([0.15, 0.2]) and math.isnan(frontier[2])
+
+
+def test_frontier_gap_compares_at_equal_gain_and_ignores_noise_off_the_frontier():
+    runs = {f"{m}{lr}{s}": _run(m, lr, s, g, f) for m, lr, s, g, f in [
+        ("full", 1e-4, 0, [0.1, 0.3], [0.05, 0.10]), ("full", 1e-4, 1, [0.1, 0.3], [0.05, 0.10]),
+        ("lora", 1e-2, 0, [0.1, 0.3], [0.07, 0.12]), ("lora", 1e-2, 1, [0.1, 0.3], [0.07, 0.12]),
+        ("lora", 1e-1, 0, [0.0, 0.2], [0.9, 0.5]), ("lora", 1e-1, 1, [0.0, 0.2], [0.1, 0.9])]}  # diverging, noisy
+    gap = frontier_gap(sweep_curves({"runs": runs}), "lora", "full", points=3)
+    assert gap["gains"] == pytest.approx([0.1, 0.2, 0.3]) and gap["diff"] == pytest.approx([0.02, 0.02, 0.02])
+    assert gap["noise"] == 0.0  # the noisy lr never sets the frontier
+    with pytest.raises(ValueError, match="need runs of both"):
+        frontier_gap(sweep_curves({"runs": runs}), "lora-r8", "full")

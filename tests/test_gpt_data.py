@@ -112,6 +112,17 @@ def test_train_lowers_loss_and_checkpoint_round_trips(tmp_path):
     assert torch.equal(again(x)[0], model(x)[0]) and again.lm_head.weight is again.tok_emb.weight
 
 
+def test_train_takes_an_optimizer_and_scales_each_group_lr():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    params = list(model.parameters())
+    opt = torch.optim.AdamW([{"params": params[:1], "lr_scale": 16.0}, {"params": params[1:]}], lr=1.0)
+    cfg = TrainConfig(steps=3, batch_size=2, block_size=16, lr=1e-3, warmup=1, eval_every=0, eval_windows=2)
+    train(model, data.load_tokens("modern", "val")[:5000], cfg, progress=False, optimizer=opt)
+    last = lr_at(cfg.steps - 1, cfg)  # the schedule's lr at the last step, times each group's lr_scale
+    assert opt.param_groups[0]["lr"] == pytest.approx(16 * last) and opt.param_groups[1]["lr"] == pytest.approx(last)
+
+
 def test_missing_checkpoint_says_how_to_rebuild(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m lora_scratch.train pretrain"):
         load_checkpoint(tmp_path / "nope.safetensors")

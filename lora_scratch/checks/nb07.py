@@ -1,4 +1,5 @@
-"""Checkers for 07_finetune_with_lora: choose_targets, optimizer_state_bytes, forgetting, folio_gain."""
+"""Checkers for 07_finetune_with_lora: choose_targets, inject_lora, lora_optimizer, optimizer_state_bytes,
+forgetting, folio_gain."""
 from __future__ import annotations
 
 import math
@@ -118,3 +119,94 @@ def check_folio_gain(fn: Callable) -> Callable:
     verdict = _signed_verdict(fn, "folio_gain", lambda b, a: b - a,
                               "gain = Folio loss before − after, positive when the model learned.")
     return report("folio_gain", verdict, fn, folio_gain, "lora_scratch.finetune.folio_gain")
+
+
+# ---- the injection and the LoRA-only optimizer: checked on a 2-block GPT small enough to build in ms ----
+
+def _mini_gpt() -> nn.Module:
+    import torch
+
+    from ..gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=2, n_head=2, n_embd=8)).eval()
+
+
+def _inject_verdict(fn: Callable) -> Verdict:
+    import torch
+
+    from ..lora import LoRALinear
+
+    model = _mini_gpt()
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    x = torch.randint(0, 32, (2, 8))
+    logits_before = model(x)[0]
+    _, problem = call_safely(fn, model, ["q_proj", "v_proj"], 2, 4.0)
+    if problem:
+        return problem
+    wrapped = {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    want = sorted(n for n in linears if n.rsplit(".", 1)[-1] in ("q_proj", "v_proj"))
+    if not wrapped:
+        return Verdict(FAIL, "no layer of the model was replaced. Assigning to the loop variable changes nothing: "
+                             "put the new layer on its parent with setattr(parent, child_name, LoRALinear(...)).")
+    if any(n.endswith("lm_head") for n in wrapped):
+        return Verdict(FAIL, "you wrapped lm_head, whose weight is tied to the token embedding: wrap only the "
+                             "layers whose name ends with one of the targets.")
+    if sorted(wrapped) != want:
+        return Verdict(FAIL, f"for targets ['q_proj', 'v_proj'] the wrapped layers should be {want}; yours are "
+                             f"{sorted(wrapped)}. Match the last part of the name: name.rsplit('.', 1)[-1].")
+    layer = next(iter(wrapped.values()))
+    if layer.r != 2 or abs(layer.scaling - 2.0) > 1e-12:
+        return Verdict(FAIL, f"the layers have r = {layer.r} and scaling {layer.scaling:g}; for r = 2, alpha = 4 "
+                             "the scaling is alpha / r = 2. LoRALinear's arguments are (base, r, alpha).")
+    if any(wrapped[n].base is not linears[n] for n in want):
+        return Verdict(FAIL, "each LoRALinear should wrap the model's own Linear (LoRALinear(module, r, alpha)), "
+                             "not a copy or a new layer: the pretrained weights must stay the ones it learned.")
+    if not torch.equal(model(x)[0], logits_before):
+        return Verdict(FAIL, "the model's output changed at injection; with B = 0 it must not. Did you "
+                             "re-initialise the wrapped layer or B?")
+    return Verdict(PASS, "correct: q_proj and v_proj of both blocks wrapped in place, outputs unchanged (B = 0).")
+
+
+def check_inject_lora(fn: Callable) -> Callable:
+    from ..lora import add_lora
+
+    return report("inject_lora", _inject_verdict(fn), fn, add_lora, "lora_scratch.lora.add_lora")
+
+
+def _optimizer_verdict(fn: Callable) -> Verdict:
+    import torch
+
+    from ..lora import add_lora
+
+    model = add_lora(_mini_gpt(), ["q_proj", "v_proj"], r=2, alpha=4.0)
+    opt, problem = call_safely(fn, model, 1e-2)
+    if problem:
+        return problem
+    if not isinstance(opt, torch.optim.Optimizer):
+        return Verdict(FAIL, f"return the optimizer (e.g. torch.optim.AdamW(...)), got {type(opt).__name__}.")
+    lora = {id(p) for n, p in model.named_parameters() if ".lora_" in n}
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    given = [p for g in opt.param_groups for p in g["params"]]
+    if trainable - lora:
+        return Verdict(FAIL, f"{len(trainable - lora)} parameter tensors besides A and B still have "
+                             "requires_grad=True: add_lora froze only the wrapped layers' weights — the embeddings, "
+                             "LayerNorms and un-adapted layers train too unless you freeze every parameter whose "
+                             "name does not contain 'lora_'.")
+    if lora - trainable:
+        return Verdict(FAIL, "some lora_A / lora_B have requires_grad=False: they are the only weights that "
+                             "should learn.")
+    if {id(p) for p in given} != lora:
+        return Verdict(FAIL, f"the optimizer got {len(given)} tensors; give it exactly the {len(lora)} lora_A / "
+                             "lora_B tensors (those with requires_grad=True), e.g. "
+                             "[p for p in model.parameters() if p.requires_grad].")
+    if any(abs(g["lr"] - 1e-2) > 1e-12 for g in opt.param_groups):
+        return Verdict(FAIL, "use the learning rate you were given (lr=lr).")
+    return Verdict(PASS, "correct: only A and B train, and Adam keeps state for them alone.")
+
+
+def check_lora_optimizer(fn: Callable) -> Callable:
+    from ..finetune import lora_optimizer
+
+    return report("lora_optimizer", _optimizer_verdict(fn), fn, lora_optimizer,
+                  "lora_scratch.finetune.lora_optimizer")
