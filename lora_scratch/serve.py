@@ -7,11 +7,25 @@ models cost ≈ 354 GB instead of 35 TB.
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
 
 def merge_weight(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scaling: float) -> torch.Tensor:
     """W0 + scaling * B A: W (out, in), A (r, in), B (out, r). A new tensor; W is left unchanged."""
     return W + scaling * (B @ A)
+
+
+def merged_linear(layer: nn.Module) -> nn.Linear:
+    """A new plain nn.Linear that computes what the LoRALinear `layer` computes, with ΔW folded into the
+    weight (W0 + scaling · B A, the base's bias). `layer` is left as it was."""
+    base = layer.base
+    weight = base.weight if layer.merged else merge_weight(base.weight, layer.lora_A, layer.lora_B, layer.scaling)
+    out = nn.Linear(layer.in_features, layer.out_features, bias=base.bias is not None)
+    with torch.no_grad():
+        out.weight.copy_(weight)
+        if base.bias is not None:
+            out.bias.copy_(base.bias)
+    return out.eval()
 
 
 def bf16_roundtrip(t: torch.Tensor) -> torch.Tensor:

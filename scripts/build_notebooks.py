@@ -35,7 +35,27 @@ TASK_PREFIX = "# TASK:"
 DEFAULT_TASK = "Exercise: write your code here, then run the check below"
 DROP_TAGS = frozenset({"solution-only", "instructor"})
 REBUILD_HINT = "python scripts/build_notebooks.py (or make notebooks)"
-RELEASE_FILES = ("README.md", "pyproject.toml", "environment.yml", "Makefile")
+RELEASE_FILES = ("README.md", "pyproject.toml", "environment.yml")
+# The course's Makefile needs tests/ and scripts/, which a student release leaves out: ship `make lab` only.
+RELEASE_MAKEFILE = """# LoRA from Scratch, student release: `make lab` sets up .venv (first time only) and opens JupyterLab.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-stamp
+LAB_FLAGS = $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: setup lab
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+\ttest -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+\t$(BIN)/python -m pip install --quiet --upgrade pip
+\t$(BIN)/python -m pip install --quiet -e ".[dev]"
+\ttouch $(STAMP)
+
+lab: setup
+\t$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/00_start_here.ipynb
+"""
 RELEASE_NOTE = """# Student release
 
 This folder is the student edition of "LoRA from Scratch". It contains the exercise notebooks
@@ -177,6 +197,7 @@ def _copy_tree_parts(root: Path, dest: Path) -> None:
     for name in RELEASE_FILES:
         if (root / name).is_file():
             shutil.copy2(root / name, dest / name)
+    (dest / "Makefile").write_text(RELEASE_MAKEFILE, encoding="utf-8", newline="\n")
 
 
 def verify_release(dest: Path) -> None:

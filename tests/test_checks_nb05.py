@@ -32,6 +32,24 @@ def gaussian_a(n_in, n_out, r):  # the paper's wording ("random Gaussian") is ac
     return torch.randn(r, n_in) / math.sqrt(n_in), torch.zeros(n_out, r)
 
 
+def uninitialised_a(n_in, n_out, r):  # torch.empty without an init: whatever was in memory (here: tiny)
+    return torch.full((r, n_in), 1e-30) * torch.arange(1, n_in + 1), torch.zeros(n_out, r)
+
+
+def nan_a(n_in, n_out, r):
+    return torch.full((r, n_in), float("nan")), torch.zeros(n_out, r)
+
+
+def forward_mm(x, W, b, A, B, alpha, r):  # torch.mm: fine for 2-D x, fails on (2, 3, in)
+    return torch.mm(x, W.T) + b + alpha / r * torch.mm(torch.mm(x, A.T), B.T)
+
+
+def forward_clobbers_x(x, W, b, A, B, alpha, r):
+    out = lora_forward(x, W, b, A, B, alpha, r)
+    x.zero_()
+    return out
+
+
 def forward(scale, bias=True, base=True):
     def fn(x, W, b, A, B, alpha, r):
         out = x @ A.T @ B.T * scale(alpha, r)
@@ -58,6 +76,8 @@ CASES = {
             (transposed, "transposed"),
             (lambda i, o, r: init_lora(i, o, r)[::-1], "you returned (B, A)"),
             (constant_a, "A must be random"),
+            (uninitialised_a, "A looks uninitialised"),
+            (nan_a, "A looks uninitialised"),
             (lambda i, o, r: torch.zeros(r, i), "return the pair (A, B)"),
             (lambda i, o, r: (torch.zeros(r, i + 1), torch.zeros(o, r)), "should give A (3, 12)"),
             (lambda i, o, r: (torch.ones(r, i, dtype=torch.long), torch.zeros(o, r, dtype=torch.long)), "float"),
@@ -67,6 +87,9 @@ CASES = {
         "reference": lora_forward,
         "mistakes": [
             (forward(lambda a, r: 1.0), "forgot the scaling"),
+            (forward(lambda a, r: a // r), "alpha // r"),
+            (forward_mm, "torch.mm takes 2-D matrices only"),
+            (forward_clobbers_x, "changed its input x in place"),
             (forward(lambda a, r: a), "alpha only"),
             (forward(lambda a, r: r / a), "r / alpha"),
             (forward(lambda a, r: a / r, bias=False), "forgot the bias"),
@@ -82,6 +105,7 @@ CASES = {
         "reference": merged_weight,
         "mistakes": [
             (merge(lambda a, r: 1.0), "forgot the scaling"),
+            (merge(lambda a, r: a // r), "alpha // r"),
             (merge(lambda a, r: a), "alpha only"),
             (merge(lambda a, r: r / a), "r / alpha"),
             (merge(lambda a, r: a / r, sign=-1.0), "subtracted"),

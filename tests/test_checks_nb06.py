@@ -30,6 +30,35 @@ def _mask_without_diagonal(q, k, v):
     return F.softmax(scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(-1), float("-inf")), -1) @ v
 
 
+def _attention_with_k_T(q, k, v):  # k.T on a 4-D tensor reverses all four dims: a shape error
+    T = q.size(-2)
+    scores = (q @ k.permute(3, 2, 1, 0) / math.sqrt(q.size(-1)))
+    return F.softmax(scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf")), -1) @ v
+
+
+def _attention_with_the_notebooks_T(q, k, v):  # the global T = 8 of the notebook, not q's T = 5
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    return F.softmax(scores.masked_fill(~torch.ones(8, 8, dtype=torch.bool).tril(), float("-inf")), -1) @ v
+
+
+def _attention_scaling_q_in_place(q, k, v):
+    q /= math.sqrt(q.size(-1))
+    return _explicit_attention(q * math.sqrt(q.size(-1)), k, v)
+
+
+def _temperature_in_place(logits, t):
+    logits /= t
+    return F.softmax(logits, dim=-1)
+
+
+def _encode_without_dtype(s):  # fine for text, but torch.tensor([]) is float32
+    return torch.tensor(list(s.encode("utf-8")))
+
+
+def _encode_from_buffer(s):  # torch.frombuffer refuses the empty text
+    return torch.frombuffer(bytearray(s.encode("utf-8")), dtype=torch.uint8).long()
+
+
 CASES = {
     checks.check_encode: {
         "reference": encode,
@@ -42,6 +71,9 @@ CASES = {
             (lambda s: encode(s).unsqueeze(0), "should have shape"),
             (lambda s: encode(s)[1:], "should have shape"),
             (lambda s: encode(s.lower()), "should be"),
+            (_encode_without_dtype, "torch.tensor([]) has no number"),
+            (lambda s: torch.tensor(s.encode("utf-8")), "cannot read a bytes object"),
+            (_encode_from_buffer, "the empty text"),
         ],
     },
     checks.check_causal_mask: {
@@ -50,6 +82,7 @@ CASES = {
             (lambda T: torch.ones(T, T, dtype=torch.bool).triu(), "upper triangle"),
             (lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), "left out the diagonal"),
             (lambda T: torch.ones(T, T, dtype=torch.bool).triu(1), "positions to block"),
+            (lambda T: torch.ones(T, T, dtype=torch.bool).tril(1), "off by one"),
             (lambda T: torch.ones(T, T).tril(), "bool tensor"),
             (lambda T: torch.ones(T, T, dtype=torch.bool), "exactly when s ≤ t"),
             (lambda T: torch.ones(T, dtype=torch.bool), "should have shape"),
@@ -65,6 +98,12 @@ CASES = {
             (lambda q, k, v: nb06._attention_variant(q, k, v, mask="none"), "left out the causal mask"),
             (lambda q, k, v: nb06._attention_variant(q, k, v, mask="upper"), "upper triangle"),
             (lambda q, k, v: nb06._attention_variant(q, k, v, after=True), "masked after the softmax"),
+            (lambda q, k, v: nb06._attention_variant(q, k, v, mask="inverted"), "masked_fill(mask, …)"),
+            (lambda q, k, v: nb06._attention_variant(q, k, v, fill=0.0), "filled the future scores with 0"),
+            (lambda q, k, v: nb06._attention_variant(q, k, v, scale="notebook_hs"), "the notebook's global hs"),
+            (_attention_with_k_T, "k.transpose(-2, -1)"),
+            (_attention_with_the_notebooks_T, "take T and hs from q"),
+            (_attention_scaling_q_in_place, "changed q in place"),
             (_attention_weights_only, "attention weights"),
             (_mask_without_diagonal, "NaN"),
             (lambda q, k, v: q @ k @ v, "raised RuntimeError"),
@@ -79,6 +118,9 @@ CASES = {
             (lambda x, t: F.softmax(x / t, dim=0), "over the batch"),
             (lambda x, t: x / t, "do not sum to 1"),
             (lambda x, t: torch.exp(x / t), "do not sum to 1"),
+            (lambda x, t: F.softmax(x, dim=-1) / t, "divided the probabilities"),
+            (lambda x, t: F.log_softmax(x / t, dim=-1), "log-probabilities"),
+            (_temperature_in_place, "changed the logits in place"),
             (lambda x, t: F.softmax(x / t, dim=-1)[0], "should have shape"),
         ],
     },

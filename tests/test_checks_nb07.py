@@ -27,12 +27,20 @@ def _inject(model, targets, r, alpha, match=None, wrap=None, on_parent=True):
     return model
 
 
-def _freeze_then(params_of):
+def _freeze_then(params_of, decay=0.0, opt=torch.optim.AdamW):
     def fn(model, lr):
         for n, p in model.named_parameters():
             p.requires_grad_(".lora_" in n)
-        return torch.optim.AdamW(params_of(model), lr=lr)
+        return opt(params_of(model), lr=lr, weight_decay=decay)
     return fn
+
+
+def _inject_on_root(model, targets, r, alpha):
+    """The mistake: setattr on the model itself, under the dotted name."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets:
+            setattr(model, name, LoRALinear(module, r, alpha))
+    return model
 
 def _reinit(module):
     layer = LoRALinear(module, 2, 4.0)
@@ -63,6 +71,7 @@ CASES = {
              "not a copy"),
             (lambda m, t, r, a: _inject(m, t, r, a, wrap=_reinit), "output changed"),
             (lambda m, t, r, a: 1 / 0, "raised ZeroDivisionError"),
+            (_inject_on_root, "name has dots"),
         ],
     },
     checks.check_lora_optimizer: {
@@ -74,6 +83,8 @@ CASES = {
             (lambda m, lr: [p for n, p in m.named_parameters() if ".lora_" in n], "return the optimizer"),
             (lambda m, lr: (_freeze_then(lambda m: [p for p in m.parameters() if p.requires_grad])(m, 1e-3)),
              "learning rate you were given"),
+            (_freeze_then(lambda m: [p for p in m.parameters() if p.requires_grad], decay=0.01), "weight_decay=0.0"),
+            (_freeze_then(lambda m: [p for p in m.parameters() if p.requires_grad], opt=torch.optim.SGD), "AdamW"),
             (lambda m, lr: [p.requires_grad_(False) for p in m.parameters()] and torch.optim.AdamW(
                 [torch.zeros(1, requires_grad=True)], lr=lr), "should learn"),
         ],

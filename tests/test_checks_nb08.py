@@ -6,24 +6,48 @@ from checklib import generic_tests, run
 
 from lora_scratch import checks
 from lora_scratch.bench import speedup_ratio
-from lora_scratch.serve import merge_weight, storage_bytes
+from lora_scratch.serve import merge_weight, merged_linear, storage_bytes
 
 
-def in_place(W, A, B, s):
-    W += s * B @ A
-    return W
+def linear_with(weight_of, bias=True):
+    """A learner's merged_linear that builds a fresh Linear with weight_of(W, A, B, scaling)."""
+    def fn(layer):
+        base = layer.base
+        out = torch.nn.Linear(layer.in_features, layer.out_features)
+        with torch.no_grad():
+            out.weight.copy_(weight_of(base.weight, layer.lora_A, layer.lora_B, layer.scaling))
+            if bias:
+                out.bias.copy_(base.bias)
+        return out
+    return fn
+
+
+def _wrong_shape(layer):
+    out = torch.nn.Linear(layer.out_features, layer.in_features)
+    with torch.no_grad():
+        out.weight.copy_(layer.base.weight)  # (out, in) into an (in, out) weight: a size error
+    return out
+
+
+def merged_in_place(layer):
+    layer.merge()
+    return layer.base
 
 
 CASES = {
-    checks.check_merge_weight: {
-        "reference": merge_weight,
+    checks.check_merged_linear: {
+        "reference": merged_linear,
         "mistakes": [
-            (lambda W, A, B, s: W + B @ A, "forgot the scaling"),
-            (lambda W, A, B, s: W + B @ A / s, "divided by the scaling"),
-            (lambda W, A, B, s: s * B @ A, "only ΔW"),
-            (lambda W, A, B, s: W + s * A @ B, "not A @ B"),
-            (in_place, "in place"),
-            (lambda W, A, B, s: (W + s * B @ A).T, "W's shape"),
+            (linear_with(lambda W, A, B, s: W + B @ A), "forgot the scaling"),
+            (linear_with(lambda W, A, B, s: W + B @ A / s), "divided by the scaling"),
+            (linear_with(lambda W, A, B, s: s * B @ A), "only ΔW"),
+            (linear_with(lambda W, A, B, s: W + s * A @ B), "not A @ B"),
+            (linear_with(lambda W, A, B, s: W + s * B @ A, bias=False), "bias"),
+            (merged_in_place, "changed the LoRA layer"),
+            (lambda layer: layer, "plain torch.nn.Linear"),
+            (lambda layer: torch.nn.Linear(5, 3), "(in_features, out_features)"),
+            (linear_with(lambda W, A, B, s: W + 2 * s * B @ A), "multiplied by alpha"),
+            (_wrong_shape, "stores weight"),
         ],
     },
     checks.check_storage_bytes: {
@@ -43,6 +67,7 @@ CASES = {
             (lambda a, b: statistics.mean(b) / statistics.mean(a), "means"),
             (lambda a, b: min(b) / min(a), "fastest round"),
             (lambda a, b: 1.0, "returned 1"),
+            (lambda a, b: statistics.median([y / x for x, y in zip(a, b)]), "per-round ratios"),
         ],
     },
 }
@@ -51,7 +76,7 @@ test_reference_passes, test_stub_is_not_done_yet, test_typical_mistake_gets_its_
 
 
 def test_merge_checker_output_is_deterministic(capsys):
-    outputs = [run(capsys, checks.check_merge_weight, lambda W, A, B, s: W + B @ A)[1] for _ in range(2)]
+    outputs = [run(capsys, checks.check_merged_linear, linear_with(lambda W, A, B, s: W + B @ A))[1] for _ in range(2)]
     assert outputs[0] == outputs[1]
 
 
@@ -61,3 +86,17 @@ def test_storage_reference_matches_the_paper_arithmetic():
     assert 353 < gb < 355
     merged = merge_weight(torch.zeros(2, 2), torch.ones(1, 2), torch.ones(2, 1), 0.5)
     assert torch.equal(merged, torch.full((2, 2), 0.5))
+
+
+def test_merged_linear_computes_the_lora_layer():
+    from lora_scratch.lora import LoRALinear
+
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(6, 4), r=2, alpha=4.0).eval()
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 6)
+    plain = merged_linear(layer)
+    assert type(plain) is torch.nn.Linear and torch.allclose(plain(x), layer(x), atol=1e-6)
+    layer.merge()  # an already merged layer: its base weight already holds ΔW
+    assert torch.allclose(merged_linear(layer)(x), layer(x), atol=1e-6)

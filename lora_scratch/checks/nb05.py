@@ -48,10 +48,16 @@ def _init_lora_verdict(fn: Callable) -> Verdict:
     if a_zero and b_zero:
         return Verdict(FAIL, "both A and B are zero. Then BA = 0 as wanted, but the gradient of B is "
                              "proportional to A and the gradient of A to B: both are zero and training never starts. "
-                             "Make B zero and A random.")
+                             "Make B zero and A random (torch.empty alone does not fill A: call "
+                             "nn.init.kaiming_uniform_(A, a=5 ** 0.5) on it).")
     if a_zero:
         return Verdict(FAIL, "you made A zero and B random. BA = 0 holds, but the convention (paper §4.1, loralib, "
                              "PEFT) is the other way round: B zero, A random. Follow it so adapters stay compatible.")
+    largest = float(A.abs().max())
+    if not a_zero and not (bool(torch.isfinite(A).all()) and 1e-4 < largest < 10):
+        return Verdict(FAIL, "A looks uninitialised (entries that are NaN, huge or almost 0): torch.empty only "
+                             "reserves memory and keeps whatever was there. Fill it: "
+                             "nn.init.kaiming_uniform_(A, a=5 ** 0.5).")
     if not b_zero:
         return Verdict(FAIL, "B is not zero, so BA ≠ 0 and the model does not start where the base model was. "
                              "Initialise B with zeros (torch.zeros(out, r)).")
@@ -82,7 +88,8 @@ def _forward_case(batch_shape: tuple[int, ...]):
 def _forward_mistakes(x, W, b, A, B, alpha, r) -> list[tuple[torch.Tensor, str]]:
     base, path = x @ W.T + b, x @ A.T @ B.T
     return [
-        (base + path, "you forgot the scaling: the LoRA path is multiplied by alpha / r."),
+        (base + path, f"you forgot the scaling (or wrote alpha // r, which rounds {alpha:g} / {r} down to "
+                      f"{alpha // r:g}): the LoRA path is multiplied by alpha / r."),
         (base + alpha * path, "you scaled by alpha only; the scaling is alpha / r (it keeps the update's size "
                               "comparable when you change r)."),
         (base + (r / alpha) * path, "you scaled by r / alpha; the scaling is alpha / r."),
@@ -95,9 +102,18 @@ def _forward_mistakes(x, W, b, A, B, alpha, r) -> list[tuple[torch.Tensor, str]]
 def _lora_forward_verdict(fn: Callable) -> Verdict:
     for batch_shape in [(5,), (2, 3)]:
         case = _forward_case(batch_shape)
-        value, problem = call_safely(fn, *case)
+        args = [t.clone() if isinstance(t, torch.Tensor) else t for t in case]  # so we can see in-place edits
+        value, problem = call_safely(fn, *args)
+        if problem and len(batch_shape) > 1:
+            return Verdict(FAIL, f"x of shape (5, 6) works, but for x of shape (2, 3, 6) {problem.message}. "
+                                 "torch.mm takes 2-D matrices only; use @ (torch.matmul), which treats the leading "
+                                 "dimensions of x as a batch.")
         if problem:
             return _with_shape_hint(problem)
+        changed = [name for name, a, c in zip("x W b A B".split(), args, case) if not torch.equal(a, c)]
+        if changed:
+            return Verdict(FAIL, f"your function changed its input {changed[0]} in place ({changed[0]} += … or an "
+                                 "_ method). Build the output as a new tensor: the caller still needs its inputs.")
         x, W, b, A, B, alpha, r = case
         expected = x @ W.T + b + (alpha / r) * (x @ A.T @ B.T)
         if not isinstance(value, torch.Tensor):
@@ -138,7 +154,8 @@ def _merge_weight_verdict(fn: Callable) -> Verdict:
                              f"{tuple(value.shape)}; {_ORDER_HINT}")
     delta = B @ A
     mistakes = [
-        (W + delta, "you forgot the scaling: W + (alpha / r) · B @ A."),
+        (W + delta, f"you forgot the scaling (or wrote alpha // r, which rounds {alpha:g} / {r} down to "
+                    f"{alpha // r:g}): W + (alpha / r) · B @ A."),
         (W + alpha * delta, "you scaled by alpha only; the scaling is alpha / r."),
         (W + (r / alpha) * delta, "you scaled by r / alpha; the scaling is alpha / r."),
         ((alpha / r) * delta, "you returned only ΔW; the merged weight is W + ΔW."),

@@ -30,7 +30,7 @@ def _tensor_problem(value, shape: tuple[int, ...], what: str) -> Verdict | None:
 def _first_mistake(got: torch.Tensor, args: tuple, mistakes: Mistakes, atol: float = 1e-5) -> str | None:
     for mistake, hint in mistakes:
         expected = mistake(*args)
-        if expected.shape == got.shape and torch.allclose(got.double(), expected.double(), atol=atol):
+        if expected.shape == got.shape and torch.allclose(got.double(), expected.double(), atol=atol, equal_nan=True):
             return hint
     return None
 
@@ -40,16 +40,27 @@ def _first_mistake(got: torch.Tensor, args: tuple, mistakes: Mistakes, atol: flo
 ENCODE_CASES = ["Vpon the Heath", "Cæsar, my Lord", "", "naïve café ✓"]
 
 
+def _encode_problem(text: str, problem: Verdict) -> Verdict:
+    """Name the likely cause when the learner's encode raised."""
+    if "codec" in problem.message or "ordinal not in range" in problem.message:
+        return Verdict(FAIL, f"encode({text!r}) failed: {problem.message}. Only UTF-8 can write every "
+                             "character as bytes: use text.encode('utf-8').")
+    if "'bytes'" in problem.message:
+        return Verdict(FAIL, f"{problem.message}: torch.tensor cannot read a bytes object. Make it a list of ints "
+                             "first: torch.tensor(list(text.encode('utf-8')), dtype=torch.long).")
+    if text == "":
+        return Verdict(FAIL, f"encode('') (the empty text) failed: {problem.message}. It must give an empty int64 "
+                             "tensor, as torch.tensor(list(text.encode('utf-8')), dtype=torch.long) does.")
+    return problem
+
+
 def _encode_verdict(fn: Callable) -> Verdict:
     from ..data import encode
 
     for text in ENCODE_CASES:
         value, problem = call_safely(fn, text)
         if problem:
-            if "codec" in problem.message or "ordinal not in range" in problem.message:
-                return Verdict(FAIL, f"encode({text!r}) failed: {problem.message}. Only UTF-8 can write every "
-                                     "character as bytes: use text.encode('utf-8').")
-            return problem
+            return _encode_problem(text, problem)
         expected = encode(text)
         if isinstance(value, (list, tuple, bytes)):
             return Verdict(FAIL, f"encode({text!r}) returned a {type(value).__name__}; return a 1-D torch.Tensor "
@@ -62,8 +73,10 @@ def _encode_verdict(fn: Callable) -> Verdict:
         if shape_problem:
             return shape_problem
         if value.dtype != torch.long:
-            return Verdict(FAIL, f"encode returned dtype {value.dtype}; nn.Embedding looks up int64 ids, so use "
-                                 "dtype=torch.long.")
+            why = (" (torch.tensor([]) has no number to infer an integer type from, so it makes float32)"
+                   if text == "" and value.is_floating_point() else "")
+            return Verdict(FAIL, f"encode({text!r}) returned dtype {value.dtype}{why}; nn.Embedding looks up int64 "
+                                 "ids, so pass dtype=torch.long.")
         if not torch.equal(value, expected):
             return Verdict(FAIL, f"encode({text!r}) should be {expected.tolist()}, yours is {value.tolist()}.")
     return Verdict(PASS, "correct: UTF-8 bytes, so any text fits 256 ids and 'æ' becomes two of them.")
@@ -89,6 +102,8 @@ MASK_MISTAKES: Mistakes = [
     (lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1),
      "you left out the diagonal: a token must see itself (row 0 would see nothing at all, and its softmax "
      "over only −∞ gives NaN). Use tril with diagonal=0."),
+    (lambda T: torch.ones(T, T, dtype=torch.bool).tril(1),
+     "off by one: each query also sees the next key (tril(1), or s ≤ t + 1). Use tril with diagonal=0: s ≤ t."),
     (lambda T: torch.ones(T, T, dtype=torch.bool).triu(1),
      "you marked the positions to block (True above the diagonal). Here True means 'may attend', as in "
      "F.scaled_dot_product_attention's boolean attn_mask: return the lower triangle, diagonal included."),
@@ -127,15 +142,20 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
-def _attention_variant(q, k, v, scale: str = "sqrt", dim: int = -1, mask: str = "lower", after: bool = False):
+NOTEBOOK_HS = 32  # the notebook's global hs (C = 160 / 5 heads); the checker's q has hs = 16
+
+
+def _attention_variant(q, k, v, scale: str = "sqrt", dim: int = -1, mask: str = "lower", after: bool = False,
+                       fill: float = float("-inf")):
     """Masked scaled dot-product attention with one piece changed: each keyword is a typical mistake."""
     hs, T = q.size(-1), q.size(-2)
-    scores = q @ k.transpose(-2, -1) / {"sqrt": math.sqrt(hs), "none": 1.0, "d": hs}[scale]
-    allowed = {"lower": torch.ones(T, T, dtype=torch.bool).tril(), "none": torch.ones(T, T, dtype=torch.bool),
-               "upper": torch.ones(T, T, dtype=torch.bool).triu()}[mask]
+    divisor = {"sqrt": math.sqrt(hs), "none": 1.0, "d": hs, "notebook_hs": math.sqrt(NOTEBOOK_HS)}[scale]
+    scores = q @ k.transpose(-2, -1) / divisor
+    ones = torch.ones(T, T, dtype=torch.bool)
+    allowed = {"lower": ones.tril(), "none": ones, "upper": ones.triu(), "inverted": ones.triu(1)}[mask]
     if after:  # zeroing the future after the softmax leaves rows that no longer sum to 1
         return (F.softmax(scores, dim=dim) * allowed) @ v
-    return F.softmax(scores.masked_fill(~allowed, float("-inf")), dim=dim) @ v
+    return F.softmax(scores.masked_fill(~allowed, fill), dim=dim) @ v
 
 
 ATTENTION_MISTAKES: Mistakes = [
@@ -152,6 +172,15 @@ ATTENTION_MISTAKES: Mistakes = [
      "with -inf before the softmax."),
     (lambda q, k, v: _attention_variant(q, k, v, mask="upper"),
      "your mask keeps the upper triangle: tokens attend to the future, not the past. Keep s ≤ t (tril)."),
+    (lambda q, k, v: _attention_variant(q, k, v, mask="inverted"),
+     "you filled the allowed positions with -inf (masked_fill(mask, …)): fill where the mask is False, "
+     "scores.masked_fill(~mask, float('-inf')). Your last row is all -inf, hence NaN."),
+    (lambda q, k, v: _attention_variant(q, k, v, fill=0.0),
+     "you filled the future scores with 0 (masked_fill(~mask, 0), or scores * mask). exp(0) = 1, so the "
+     "future still gets weight: fill with float('-inf'), whose exp is 0."),
+    (lambda q, k, v: _attention_variant(q, k, v, scale="notebook_hs"),
+     f"you divided by √{NOTEBOOK_HS}, the notebook's global hs; the checker's q has hs = 16. Take the sizes from "
+     "the inputs: hs = q.size(-1), T = q.size(-2)."),
     (lambda q, k, v: _attention_variant(q, k, v, after=True),
      "you masked after the softmax, so the rows no longer sum to 1. Put -inf into the scores before the "
      "softmax (scores.masked_fill(~mask, float('-inf')))."),
@@ -164,24 +193,36 @@ def _attention_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return tuple(torch.randn(B, nh, T, hs, generator=g) for _ in range(3))
 
 
+_SIZES_HINT = ("Here q, k, v are (2, 3, 5, 16) = (B, nh, T, hs): take T and hs from q (q.size(-2), q.size(-1)), "
+               "not from the notebook's variables, and transpose only k's last two dims, k.transpose(-2, -1) "
+               "(k.T would reverse all four).")
+
+
 def _attention_verdict(fn: Callable) -> Verdict:
     q, k, v = _attention_inputs()
-    value, problem = call_safely(fn, q, k, v)
+    args = (q.clone(), k.clone(), v.clone())  # so we can see in-place edits
+    value, problem = call_safely(fn, *args)
     if problem:
-        return problem
+        sizes = "size" in problem.message or "shape" in problem.message
+        return Verdict(FAIL, f"{problem.message}. {_SIZES_HINT}") if sizes else problem
+    changed = [name for name, a, b in zip("qkv", args, (q, k, v)) if not torch.equal(a, b)]
+    if changed:
+        return Verdict(FAIL, f"your function changed {changed[0]} in place ({changed[0]} /= … or an _ method); the "
+                             "notebook uses q, k, v again after calling it. Write scores = q @ k.transpose(-2, -1) "
+                             "/ math.sqrt(hs), a new tensor.")
     if isinstance(value, torch.Tensor) and tuple(value.shape) == (2, 3, 5, 5):
         return Verdict(FAIL, "you returned the attention weights (B, nh, T, T); multiply them by v to get "
                              "(B, nh, T, hs).")
     shape_problem = _tensor_problem(value, tuple(q.shape), "causal_attention(q, k, v) with q, k, v (2, 3, 5, 16)")
     if shape_problem:
         return shape_problem
-    if torch.isnan(value).any():
-        return Verdict(FAIL, "your output has NaN: a row of the scores is all -inf. Does the mask keep the "
-                             "diagonal (each token sees itself)?")
     if torch.allclose(value, attention_reference(q, k, v), atol=1e-5):
         return Verdict(PASS, "correct: softmax(q kᵀ / √hs, masked) v, equal to "
                              "F.scaled_dot_product_attention(q, k, v, is_causal=True).")
     hint = _first_mistake(value, (q, k, v), ATTENTION_MISTAKES)
+    if not hint and torch.isnan(value).any():
+        hint = ("your output has NaN: a row of the scores is all -inf. Does the mask keep the diagonal (each "
+                "token sees itself)?")
     return Verdict(FAIL, hint or "your output differs from softmax(q kᵀ / √hs with the causal mask) v; print "
                                  "the weights of one head: the upper triangle must be 0 and each row sum to 1.")
 
@@ -206,15 +247,24 @@ TEMPERATURE_MISTAKES: Mistakes = [
      "the temperature has no effect in your function: divide the logits by it before the softmax."),
     (lambda x, t: F.softmax(x / t, dim=0),
      "your softmax runs over the batch (dim=0); each row is one distribution over the 256 bytes: dim=-1."),
+    (lambda x, t: F.softmax(x, dim=-1) / t,
+     "you divided the probabilities by T, so the rows no longer sum to 1; divide the logits, then softmax."),
+    (lambda x, t: F.log_softmax(x / t, dim=-1),
+     "you returned log-probabilities (log_softmax); return the probabilities, F.softmax(logits / T, dim=-1)."),
 ]
 
 
 def _temperature_verdict(fn: Callable) -> Verdict:
     logits = 3 * torch.randn(3, 256, generator=torch.Generator().manual_seed(6))
     for t in (0.5, 1.0, 2.0):
-        value, problem = call_safely(fn, logits.clone(), t)
+        given = logits.clone()
+        value, problem = call_safely(fn, given, t)
         if problem:
             return problem
+        if not torch.equal(given, logits):
+            return Verdict(FAIL, "your function changed the logits in place (logits /= temperature): the notebook "
+                                 "calls it on the same logits at three temperatures, and each call would divide "
+                                 "them again. Write logits / temperature, a new tensor.")
         shape_problem = _tensor_problem(value, (3, 256), f"temperature_softmax(logits (3, 256), {t})")
         if shape_problem:
             return shape_problem

@@ -144,6 +144,11 @@ def _inject_verdict(fn: Callable) -> Verdict:
     _, problem = call_safely(fn, model, ["q_proj", "v_proj"], 2, 4.0)
     if problem:
         return problem
+    if any("." in child for m in model.modules() for child, _ in m.named_children()):
+        return Verdict(FAIL, "setattr(model, 'blocks.0.attn.q_proj', ...) adds a NEW attribute whose name has dots; "
+                             "the block still uses its old layer. Set it on the parent: "
+                             "setattr(model.get_submodule('blocks.0.attn'), 'q_proj', ...) — name.rpartition('.') "
+                             "splits the two.")
     wrapped = {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
     want = sorted(n for n in linears if n.rsplit(".", 1)[-1] in ("q_proj", "v_proj"))
     if not wrapped:
@@ -202,6 +207,11 @@ def _optimizer_verdict(fn: Callable) -> Verdict:
                              "[p for p in model.parameters() if p.requires_grad].")
     if any(abs(g["lr"] - 1e-2) > 1e-12 for g in opt.param_groups):
         return Verdict(FAIL, "use the learning rate you were given (lr=lr).")
+    if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
+        return Verdict(FAIL, f"use torch.optim.AdamW, as the course's training loop does; got {type(opt).__name__}.")
+    if any(g.get("weight_decay", 0) != 0 for g in opt.param_groups):
+        return Verdict(FAIL, "pass weight_decay=0.0: AdamW decays every tensor it is given by default (0.01), which "
+                             "moves A even while its gradient is zero and pulls the update towards 0.")
     return Verdict(PASS, "correct: only A and B train, and Adam keeps state for them alone.")
 
 

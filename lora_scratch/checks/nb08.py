@@ -1,4 +1,4 @@
-"""Checkers for 08_merge_save_serve: merge_weight, storage_bytes, speedup_ratio.
+"""Checkers for 08_merge_save_serve: merged_linear, storage_bytes, speedup_ratio.
 
 Each one calls the learner's function on known inputs and, when the answer is wrong, compares it with
 the typical mistakes (written out below) to name the one the learner made.
@@ -9,49 +9,69 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn as nn
 
 from .core import FAIL, PASS, Verdict, all_close, call_safely, numbers_from, report
 
-# ---- merge_weight(W, A, B, scaling) ---------------------------------------------------------------
+# ---- merged_linear(layer) -------------------------------------------------------------------------
 
 
-def _merge_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    g = torch.Generator().manual_seed(0)
-    # (out, in) = (5, 3) and r = 2: not square, so swapped shapes fail loudly
-    return torch.randn(5, 3, generator=g), torch.randn(2, 3, generator=g), torch.randn(5, 2, generator=g), 2.0
+def _lora_layer():
+    from ..lora import LoRALinear
+
+    torch.manual_seed(0)
+    # (out, in) = (5, 3) and r = 2: not square, so swapped shapes fail loudly; B non-zero, as after training
+    layer = LoRALinear(nn.Linear(3, 5), r=2, alpha=4.0).eval()
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    return layer
 
 
-def _merge_verdict(fn: Callable) -> Verdict:
-    W, A, B, s = _merge_inputs()
-    W_before = W.clone()
-    got, problem = call_safely(fn, W, A, B, s)
+def _merged_linear_verdict(fn: Callable) -> Verdict:
+    from ..lora import LoRALinear
+
+    layer = _lora_layer()
+    W, b, A, B, s = (layer.base.weight.detach().clone(), layer.base.bias.detach().clone(), layer.lora_A.detach(),
+                     layer.lora_B.detach(), layer.scaling)
+    got, problem = call_safely(fn, layer)
     if problem:
         if "mat1 and mat2" in problem.message or "shapes cannot be multiplied" in problem.message:
             return Verdict(FAIL, "the shapes do not fit: W is (out, in), B is (out, r), A is (r, in), so ΔW = B @ A "
                                  f"(not A @ B). Your function raised: {problem.message}")
+        if "must match the size" in problem.message:
+            return Verdict(FAIL, "the new layer's weight has the wrong shape: nn.Linear takes (in_features, "
+                                 "out_features) and stores weight as (out, in). "
+                                 f"Your function raised: {problem.message}")
         return problem
-    if not torch.equal(W, W_before):
-        return Verdict(FAIL, "you changed W in place (W += ...). Return a new tensor, W + ...: the original base "
-                             "weight must stay recoverable.")
-    if not isinstance(got, torch.Tensor) or got.shape != W.shape:
-        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-        return Verdict(FAIL, f"return a tensor of W's shape {tuple(W.shape)}, got {shape}.")
-    near = lambda t: torch.allclose(got, t, atol=1e-5)  # noqa: E731
-    if near(W + s * B @ A):
-        return Verdict(PASS, "correct: W0 + (alpha / r) · B A, a new matrix of the same shape as W0.")
-    if near(W + B @ A):
-        return Verdict(FAIL, "you forgot the scaling: the update is scaling · B @ A (scaling = alpha / r).")
-    if near(W + B @ A / s):
-        return Verdict(FAIL, "you divided by the scaling; multiply: W + scaling · B @ A.")
-    if near(s * B @ A):
-        return Verdict(FAIL, "you returned only ΔW; the merged weight is W + ΔW.")
-    return Verdict(FAIL, "the merged weight should be W + scaling · (B @ A); your result differs.")
+    if not torch.equal(layer.base.weight, W) or layer.merged:
+        return Verdict(FAIL, "you changed the LoRA layer itself (merge() or += on its base weight). Build a new "
+                             "nn.Linear and copy the merged weight into it; the adapter must stay usable.")
+    if isinstance(got, LoRALinear) or not isinstance(got, nn.Linear):
+        return Verdict(FAIL, f"return a plain torch.nn.Linear(in_features, out_features), got {type(got).__name__}.")
+    if got.weight.shape != W.shape:
+        return Verdict(FAIL, f"the Linear's weight should have W's shape {tuple(W.shape)} (out, in), got "
+                             f"{tuple(got.weight.shape)}: nn.Linear takes (in_features, out_features).")
+    near = lambda t: torch.allclose(got.weight, t, atol=1e-5)  # noqa: E731
+    wrong = [(W + B @ A, "you forgot the scaling: the update is scaling · B @ A (scaling = alpha / r)."),
+             (W + B @ A / s, "you divided by the scaling; multiply: W + scaling · B @ A."),
+             (W + layer.lora_alpha * B @ A, "you multiplied by alpha; the scaling is alpha / r, stored as "
+                                            "layer.scaling."),
+             (s * B @ A, "the weight holds only ΔW; the merged weight is W + ΔW."),
+             (W, "the weight is still W0: add the update scaling · B @ A.")]
+    if not near(W + s * B @ A):
+        return next((Verdict(FAIL, hint) for t, hint in wrong if near(t)),
+                    Verdict(FAIL, "the merged weight should be W + scaling · (B @ A); yours differs."))
+    if got.bias is None or not torch.equal(got.bias, b):
+        return Verdict(FAIL, "copy the base layer's bias too: the merged layer computes W x + b with the same b "
+                             "(a new nn.Linear starts with a random bias).")
+    return Verdict(PASS, "correct: a plain Linear computing (W0 + (alpha / r) · B A) x + b; the LoRA layer is "
+                         "untouched.")
 
 
-def check_merge_weight(fn: Callable) -> Callable:
-    from ..serve import merge_weight
+def check_merged_linear(fn: Callable) -> Callable:
+    from ..serve import merged_linear
 
-    return report("merge_weight", _merge_verdict(fn), fn, merge_weight, "lora_scratch.serve.merge_weight")
+    return report("merged_linear", _merged_linear_verdict(fn), fn, merged_linear, "lora_scratch.serve.merged_linear")
 
 
 # ---- storage_bytes(n_base, n_adapter, n_tenants, bytes_per_param) -------------------------------
@@ -114,8 +134,15 @@ def _speed_verdict(fn: Callable) -> Verdict:
                              "use the median of each list.")
     if fits(lambda a, b: min(b) / min(a)):
         return Verdict(FAIL, "you used the fastest round; the course reports medians (and their spread).")
-    return Verdict(FAIL, f"for A ≈ 1 s and B ≈ 2 s per call the speedup of A is 2.0; your function returned "
-                         f"{got[0]:.3g}." if not math.isnan(got[0]) else "your function returned NaN.")
+    if fits(lambda a, b: _median([y / x for x, y in zip(a, b)])):
+        return Verdict(FAIL, "you took the median of the per-round ratios; the exercise asks for the ratio of the "
+                             "typical times, median(times_b) / median(times_a) (here they differ: a slow round of A "
+                             "and one of B can fall in different rounds).")
+    want = [_median(b) / _median(a) for a, b in SPEED_CASES]
+    wrong = next((i for i, (g, w) in enumerate(zip(got, want)) if not math.isclose(g, w, rel_tol=1e-6)), 0)
+    a, b = SPEED_CASES[wrong]
+    return Verdict(FAIL, f"for times_a = {a} and times_b = {b} the speedup of A is {want[wrong]:.3g}; your function "
+                         f"returned {got[wrong]:.3g}." if not math.isnan(got[wrong]) else "your function returned NaN.")
 
 
 def check_speedup_ratio(fn: Callable) -> Callable:
