@@ -37,7 +37,7 @@ DROP_TAGS = frozenset({"solution-only", "instructor"})
 REBUILD_HINT = "python scripts/build_notebooks.py (or make notebooks)"
 RELEASE_FILES = ("README.md", "pyproject.toml", "environment.yml")
 # The course's Makefile needs tests/ and scripts/, which a student release leaves out: ship `make lab` only.
-RELEASE_MAKEFILE = """# LoRA from Scratch, student release: `make lab` sets up .venv (first time only) and opens JupyterLab.
+RELEASE_MAKEFILE = """# Student release: `make lab` sets up .venv (first time only) and opens JupyterLab.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
