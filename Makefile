@@ -25,6 +25,7 @@ lab: setup
 	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/00_start_here.ipynb
 
 test: setup
+	$(MAKE) --no-print-directory browser-deps
 	$(BIN)/python -m ruff check lora_scratch scripts tests conftest.py
 	$(BIN)/python scripts/build_notebooks.py --check
 	$(BIN)/python -m pytest $(NBVAL) --nbval-lax notebooks/*.ipynb -q
@@ -52,6 +53,27 @@ adapter: setup
 
 release: setup
 	$(BIN)/python scripts/build_notebooks.py --release dist/lora-from-scratch-student
+
+# Offline reveal.js decks (student from notebooks/, instructor from notebooks/solutions/) in build/slides/.
+.PHONY: slides html browser-deps
+slides: setup
+	$(BIN)/python scripts/render_course.py slides
+
+# The solution notebooks as static HTML with their outputs, and an index, in build/html/.
+html: setup
+	$(BIN)/python scripts/render_course.py html
+
+# Chromium for tests/test_browser.py: installed only when missing and only as root (CI, containers). Elsewhere
+# this says how to get it; the browser test then skips, except when CI is set, where it fails.
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  echo "browser-deps: Chromium is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser-deps: installing Chromium with apt-get (about 30 s)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "browser-deps: no Chromium and not root; the browser test will be skipped (sudo apt-get install chromium)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) dist .pytest_cache .ruff_cache
