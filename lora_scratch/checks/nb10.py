@@ -1,0 +1,199 @@
+"""Checkers for 10_lora_variants_and_analysis: rslora_scaling, dora_weight, pissa_factors, loraplus_param_groups."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .core import FAIL, PASS, Verdict, all_close, call_safely, numbers_from, report
+
+# ---------------------------------------------------------------- rslora_scaling(alpha, r)
+
+_RS_CASES = [(16.0, 4), (8.0, 16), (6.0, 9), (2.0, 1)]
+
+
+def _rslora_verdict(fn: Callable) -> Verdict:
+    got, problem = numbers_from(fn, _RS_CASES, "rslora_scaling", "the scaling factor, a float")
+    if problem:
+        return problem
+    mistakes = [
+        (lambda a, r: a / r, "you returned alpha / r, plain LoRA's scaling; rsLoRA divides by the square root of r."),
+        (lambda a, r: a * math.sqrt(r), "you multiplied by sqrt(r); rsLoRA divides: alpha / sqrt(r)."),
+        (lambda a, r: math.sqrt(a / r), "you took the square root of alpha / r; only r goes under the root."),
+        (lambda a, r: math.sqrt(r) / a, "you returned sqrt(r) / alpha, upside down; it is alpha / sqrt(r)."),
+        (lambda a, r: a / r ** 2, "you divided by r squared; rsLoRA divides by sqrt(r) = r ** 0.5."),
+    ]
+    if all_close(got, [a / math.sqrt(r) for a, r in _RS_CASES]):
+        return Verdict(PASS, "correct: alpha / sqrt(r) (rsLoRA, Kalajdzievski 2023).")
+    for wrong, hint in mistakes:
+        if all_close(got, [wrong(a, r) for a, r in _RS_CASES]):
+            return Verdict(FAIL, hint)
+    return Verdict(FAIL, "the values are wrong: rslora_scaling(16, 4) should be 16 / sqrt(4) = 8.")
+
+
+def check_rslora_scaling(fn: Callable) -> Callable:
+    from ..variants import rslora_scaling
+
+    return report("rslora_scaling", _rslora_verdict(fn), fn, rslora_scaling, "lora_scratch.variants.rslora_scaling")
+
+
+# ---------------------------------------------------------------- dora_weight(W, A, B, m, scaling)
+
+
+def _dora_case():
+    g = torch.Generator().manual_seed(10)
+    n_in, n_out, r = 7, 4, 2  # out != in: a norm over the wrong dimension gives the wrong shape or values
+    W, A = torch.randn(n_out, n_in, generator=g), torch.randn(r, n_in, generator=g)
+    B = torch.randn(n_out, r, generator=g)
+    m = torch.rand(n_out, generator=g) + 0.5
+    return W, A, B, m, 1.5
+
+
+def _dora_mistakes(W, A, B, m, s) -> list[tuple[torch.Tensor, str]]:
+    V = W + s * B @ A
+    return [
+        (m[:, None] * V, "you forgot to divide by the norm: the direction V / ||V||_c must have unit rows."),
+        (V / V.norm(dim=1, keepdim=True), "you returned the unit direction only; multiply each row by m."),
+        (m[:, None] * (W + B @ A) / (W + B @ A).norm(dim=1, keepdim=True),
+         "you forgot the scaling: V = W + scaling · B @ A."),
+        (V, "you returned W + scaling · B @ A, plain LoRA; DoRA rescales each row to length m."),
+        (m[:, None] * W / W.norm(dim=1, keepdim=True), "you normalised W without the update; V = W + scaling · B @ A."),
+    ]
+
+
+def _dora_grad_is_detached(fn: Callable, case) -> bool:
+    """The §4.3 contract: the gradient sees ||V||_c as a constant."""
+    W, A, B, m, s = case
+    B1 = B.clone().requires_grad_(True)
+    fn(W.clone(), A.clone(), B1, m.clone(), s).pow(2).sum().backward()
+    V = W + s * B @ A
+    B2 = B.clone().requires_grad_(True)
+    (m[:, None] * (W + s * B2 @ A) / V.norm(dim=1, keepdim=True)).pow(2).sum().backward()
+    return B1.grad is not None and torch.allclose(B1.grad, B2.grad, atol=1e-5)
+
+
+def _dora_verdict(fn: Callable) -> Verdict:
+    case = _dora_case()
+    value, problem = call_safely(fn, *[t.clone() if isinstance(t, torch.Tensor) else t for t in case])
+    if problem:
+        if "dimension" in problem.message or "size" in problem.message or "shape" in problem.message:
+            return Verdict(FAIL, f"{problem.message} — the norm is one per output feature: dim=1 of the (out, in) "
+                                 "weight, shape (out,); use .unsqueeze(1) (or keepdim=True) to divide each row.")
+        return problem
+    W, A, B, m, s = case
+    if not isinstance(value, torch.Tensor):
+        return Verdict(FAIL, f"return a tensor (the adapted weight), got {type(value).__name__}.")
+    if value.shape != W.shape:
+        return Verdict(FAIL, f"the adapted weight must have W's shape {tuple(W.shape)} (out, in), got "
+                             f"{tuple(value.shape)}. The norm ||V||_c is one per output feature (dim=1).")
+    V = W + s * B @ A
+    expected = m[:, None] * V / V.norm(dim=1, keepdim=True)
+    if not torch.allclose(value, expected, atol=1e-5):
+        if torch.allclose(value, m[:, None] * V / V.norm(dim=0, keepdim=True), atol=1e-5):
+            return Verdict(FAIL, "norm over the wrong dimension: DoRA's ||·||_c is one norm per output feature, "
+                                 "dim=1 in PyTorch's (out, in) layout (FIGURES.md).")
+        for wrong, hint in _dora_mistakes(*case):
+            if torch.allclose(value, wrong, atol=1e-5):
+                return Verdict(FAIL, hint)
+        return Verdict(FAIL, "the values are wrong: W' = m · V / ||V||_c with V = W + scaling · B @ A, rows normed.")
+    detached, problem = call_safely(_dora_grad_is_detached, fn, case)
+    if problem or not detached:
+        return Verdict(FAIL, "the values are right, but the gradient flows through the norm. DoRA §4.3 treats "
+                             "||V||_c as a constant: divide by V.norm(dim=1).detach().")
+    return Verdict(PASS, "correct: each row of W + scaling · BA rescaled to length m, the norm detached (§4.3).")
+
+
+def check_dora_weight(fn: Callable) -> Callable:
+    from ..variants import dora_weight
+
+    return report("dora_weight", _dora_verdict(fn), fn, dora_weight, "lora_scratch.variants.dora_weight")
+
+
+# ---------------------------------------------------------------- pissa_factors(W, r, scaling)
+
+
+def _pissa_verdict(fn: Callable) -> Verdict:
+    g = torch.Generator().manual_seed(11)
+    W, r, s = torch.randn(9, 6, generator=g), 2, 4.0
+    value, problem = call_safely(fn, W.clone(), r, s)
+    if problem:
+        return problem
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(t, torch.Tensor) for t in value)):
+        return Verdict(FAIL, f"return the pair (A, B) of two tensors, got {type(value).__name__}.")
+    A, B = value
+    if (tuple(A.shape), tuple(B.shape)) == ((9, r), (r, 6)):
+        return Verdict(FAIL, "you returned (B, A); return (A, B): A (r, in), B (out, r).")
+    if (tuple(A.shape), tuple(B.shape)) != ((r, 6), (9, r)):
+        return Verdict(FAIL, f"for W (9, 6) and r = 2, A is (2, 6) and B is (9, 2); got {tuple(A.shape)} and "
+                             f"{tuple(B.shape)}. Take the first r columns of U and the first r rows of Vh.")
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    top = U[:, :r] @ torch.diag(S[:r]) @ Vh[:r]
+    product = B @ A
+    if torch.allclose(product, top, atol=1e-4):
+        return Verdict(FAIL, "B @ A is the top-r part itself, but the layer multiplies it by scaling: divide the "
+                             "singular values by scaling before splitting them (sqrt(S / scaling) on each side).")
+    bottom = U[:, -r:] @ torch.diag(S[-r:]) @ Vh[-r:]
+    if torch.allclose(s * product, bottom, atol=1e-4):
+        return Verdict(FAIL, "you took the smallest singular values; PiSSA takes the top r (S is sorted descending).")
+    if not torch.allclose(s * product, top, atol=1e-4):
+        return Verdict(FAIL, "scaling · B @ A must equal U_r diag(S_r) V_r^T, the best rank-r part of W.")
+    if not torch.allclose(B.norm(dim=0), A.norm(dim=1), atol=1e-4):
+        return Verdict(FAIL, "the product is right, but the singular values all sit in one factor; PiSSA splits "
+                             "them: sqrt(S_r / scaling) in A and in B, so both start at the same size.")
+    return Verdict(PASS, "correct: A = diag(sqrt(S_r/s)) V_r^T, B = U_r diag(sqrt(S_r/s)); s · BA is W's top-r part.")
+
+
+def check_pissa_factors(fn: Callable) -> Callable:
+    from ..variants import pissa_factors
+
+    return report("pissa_factors", _pissa_verdict(fn), fn, pissa_factors, "lora_scratch.variants.pissa_factors")
+
+
+# ---------------------------------------------------------------- loraplus_param_groups(model, lr, ratio)
+
+
+def _lora_model():
+    from ..gpt import GPT, GPTConfig
+    from ..lora import add_lora, mark_only_lora_as_trainable
+
+    torch.manual_seed(0)
+    model = add_lora(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8)), ["q_proj", "v_proj"], r=2)
+    mark_only_lora_as_trainable(model)
+    return model
+
+
+def _groups_verdict(fn: Callable) -> Verdict:
+    model = _lora_model()
+    value, problem = call_safely(fn, model, 1e-3, 16.0)
+    if problem:
+        return problem
+    if not (isinstance(value, (list, tuple)) and all(isinstance(gr, dict) and "params" in gr for gr in value)):
+        return Verdict(FAIL, "return a list of optimizer groups: dicts like {'params': [...], 'lr': ..., "
+                             "'lr_scale': ...}.")
+    ids = {"A": {id(p) for n, p in model.named_parameters() if n.endswith("lora_A")},
+           "B": {id(p) for n, p in model.named_parameters() if n.endswith("lora_B")}}
+    found = [{id(p) for p in gr["params"]} for gr in value]
+    if any(not f <= ids["A"] | ids["B"] for f in found):
+        return Verdict(FAIL, "a group holds parameters that are not lora_A or lora_B (the frozen base?). "
+                             "Pick them by name: n.endswith('lora_A') and n.endswith('lora_B').")
+    by_kind = {k: [gr for gr, f in zip(value, found) if f == ids[k]] for k in ids}
+    if len(value) != 2 or not by_kind["A"] or not by_kind["B"]:
+        return Verdict(FAIL, "make exactly two groups: one with every lora_A, one with every lora_B.")
+    a, b = by_kind["A"][0], by_kind["B"][0]
+    scale_a, scale_b = a.get("lr_scale", 1.0), b.get("lr_scale", 1.0)
+    if math.isclose(scale_a, 16.0) and math.isclose(scale_b, 1.0):
+        return Verdict(FAIL, "the ratio is on A; LoRA+ gives B the larger learning rate (lr_B = ratio × lr_A).")
+    if not (math.isclose(scale_a, 1.0) and math.isclose(scale_b, 16.0)):
+        return Verdict(FAIL, "set 'lr_scale': 1 on the A group and 'lr_scale': ratio on the B group: the training "
+                             "loop multiplies its scheduled lr by each group's lr_scale.")
+    if not (math.isclose(a.get("lr", 1e-3), 1e-3) and math.isclose(b.get("lr", 16e-3), 16e-3)):
+        return Verdict(FAIL, "the 'lr' entries should be lr for A and lr × ratio for B.")
+    return Verdict(PASS, "correct: every lora_A at lr, every lora_B at ratio × lr (LoRA+), nothing else.")
+
+
+def check_loraplus_param_groups(fn: Callable) -> Callable:
+    from ..variants import loraplus_param_groups
+
+    return report("loraplus_param_groups", _groups_verdict(fn), fn, loraplus_param_groups,
+                  "lora_scratch.variants.loraplus_param_groups")
