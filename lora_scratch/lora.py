@@ -199,9 +199,13 @@ def mark_only_lora_as_trainable(model: nn.Module) -> None:
         p.requires_grad_(".lora_" in name or name.startswith("lora_"))
 
 
+ADAPTER_KEYS = (".lora_A", ".lora_B", ".lora_magnitude")  # magnitude: DoRA's trained m (variants.py)
+
+
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapter: {'blocks.0.attn.q_proj.lora_A': (r, in), '...lora_B': (out, r), ...}."""
-    return {k: v for k, v in model.state_dict().items() if ".lora_A" in k or ".lora_B" in k}
+    """Only the adapter: {'blocks.0.attn.q_proj.lora_A': (r, in), '...lora_B': (out, r), ...}, plus DoRA's
+    '...lora_magnitude' (out,) when the layers are DoRA layers."""
+    return {k: v for k, v in model.state_dict().items() if any(key in k for key in ADAPTER_KEYS)}
 
 
 def merge_lora(model: nn.Module) -> None:
@@ -274,6 +278,10 @@ def load_adapter(model: nn.Module, path: str | Path, allow_different_base: bool 
         raise RuntimeError("the model's LoRA layers are merged; call unmerge_lora(model) before loading")
     if not lora_layers(model):
         add_lora(model, config["target_modules"], config["r"], config["lora_alpha"], config["lora_dropout"])
+        if config.get("use_dora"):  # a DoRA adapter (variants.py) needs DoRA layers for its magnitudes
+            from .variants import to_dora
+
+            to_dora(model)
     fingerprint = base_fingerprint(model)
     if fingerprint != config["base_fingerprint"] and not allow_different_base:
         raise ValueError(f"this adapter was trained on a base with fingerprint {config['base_fingerprint']}, "
@@ -281,7 +289,8 @@ def load_adapter(model: nn.Module, path: str | Path, allow_different_base: bool 
                          "particular base: on another base of the same shape it gives meaningless output. "
                          "Pass allow_different_base=True only if you mean to do this.")
     _copy_adapter(model, tensors)
-    model.lora_config = {k: config[k] for k in ("target_modules", "r", "lora_alpha", "lora_dropout")}
+    keys = ("target_modules", "r", "lora_alpha", "lora_dropout", "use_dora")
+    model.lora_config = {k: config[k] for k in keys if k in config}
     return model
 
 
@@ -289,6 +298,10 @@ def _copy_adapter(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     own = lora_state_dict(model)
     missing = sorted(set(own) - set(tensors))
     extra = sorted(set(tensors) - set(own))
+    if any(".lora_magnitude" in k for k in extra):
+        raise ValueError("this is a DoRA adapter (it holds lora_magnitude); the model's layers are plain LoRA. "
+                         "Make them DoRA layers first: add_lora(...), then lora_scratch.variants.to_dora(model), "
+                         "then load_adapter(model, path).")
     if missing or extra:
         raise ValueError(f"adapter keys do not match the model's LoRA layers: missing in file {missing[:4]}, "
                          f"not in model {extra[:4]}. Was it trained with other targets?")

@@ -265,3 +265,29 @@ def test_summarize_runs_groups_seeds_and_takes_mean_and_std():
 def test_is_finding_needs_a_gap_larger_than_the_seed_spread():
     assert is_finding(1.0, 0.01, 1.1, 0.02)
     assert not is_finding(1.0, 0.01, 1.03, 0.02)  # 0.03 < 2 x 0.02
+
+
+def test_a_dora_adapter_saves_its_magnitude_and_loads_into_a_fresh_base(tmp_path):
+    import pytest
+
+    from lora_scratch.gpt import GPT, GPTConfig
+    from lora_scratch.lora import add_lora, load_adapter, save_adapter
+    from lora_scratch.variants import DoRALinear, to_dora
+
+    def fresh():
+        torch.manual_seed(0)
+        return GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval()
+
+    model = to_dora(add_lora(fresh(), ["q_proj", "v_proj"], r=2, alpha=4.0))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_" in name:
+                p.add_(0.1 * torch.randn_like(p))  # as if trained: B and the magnitudes moved
+    save_adapter(model, tmp_path)
+    x = torch.randint(0, 32, (1, 8))
+    again = load_adapter(fresh(), tmp_path)
+    assert isinstance(again.blocks[0].attn.q_proj, DoRALinear)
+    assert torch.equal(again(x)[0], model(x)[0])  # the magnitudes came back too
+    plain = add_lora(fresh(), ["q_proj", "v_proj"], r=2, alpha=4.0)
+    with pytest.raises(ValueError, match="DoRA adapter"):
+        load_adapter(plain, tmp_path)  # a swap into plain LoRA layers: clear refusal, not silent loss
