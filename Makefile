@@ -54,6 +54,12 @@ adapter: setup
 release: setup
 	$(BIN)/python scripts/build_notebooks.py --release dist/lora-from-scratch-student
 
+# The course benchmark (not a test): every notebook in a fresh kernel, LoRA's speed ratios, memory predicted vs
+# measured; writes data/bench/course.json and docs/BENCHMARK.md. Run it on a quiet machine.
+.PHONY: bench
+bench: setup
+	$(BIN)/python scripts/bench_course.py
+
 # Offline reveal.js decks (student from notebooks/, instructor from notebooks/solutions/) in build/slides/.
 .PHONY: slides html browser-deps
 slides: setup

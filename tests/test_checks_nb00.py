@@ -39,3 +39,14 @@ test_reference_passes, test_stub_is_not_done_yet, test_typical_mistake_gets_its_
 def test_checker_output_is_deterministic(capsys):
     outputs = [run(capsys, checks.check_perplexity, lambda x: 2 ** x)[1] for _ in range(2)]
     assert outputs[0] == outputs[1]
+
+
+def test_checking_the_fallback_again_is_not_a_false_pass(capsys):
+    """Run the check cell twice without re-running the exercise: the name holds the reference by then."""
+    from checklib import stub
+
+    fallback = checks.check_perplexity(stub)  # ⏳: the notebook goes on with the (marked) reference
+    capsys.readouterr()
+    again, out = run(capsys, checks.check_perplexity, fallback)
+    assert out.startswith(checks.TODO) and "Run your exercise cell again" in out, out
+    assert again(1.0) == fallback(1.0)  # still the reference, still usable

@@ -104,8 +104,23 @@ def test_full_matrices_true_is_not_a_mistake(capsys):
 def test_plain_float_and_tensor_answers_both_pass(capsys):
     as_float = lambda S, r: float((S[:r] ** 2).sum() / (S ** 2).sum())  # noqa: E731
     assert_reference_passes(capsys, checks.check_energy_share, as_float)
-    assert_reference_passes(capsys, checks.check_relative_error,
-                            lambda M, Mh: torch.linalg.norm(M - Mh) / torch.linalg.norm(M))
+    as_tensor = lambda M, Mh: torch.linalg.norm(M - Mh) / torch.linalg.norm(M)  # noqa: E731
+    returned, out = run(capsys, checks.check_relative_error, as_tensor)
+    assert out.startswith(checks.PASS) and "goes on with your function" in out and "Python number" in out
+    # the notebook rounds the result later: a tensor would fail there, so the checker hands back plain floats
+    value = returned(torch.eye(2), torch.zeros(2, 2))
+    assert type(value) is float and value == 1.0
+
+
+@pytest.mark.parametrize("checker, fn, args", [
+    (checks.check_energy_share, lambda S, r: (S[:r] ** 2).sum() / (S ** 2).sum(), (torch.tensor([3.0, 4.0]), 1)),
+    (checks.check_factored_params, lambda d, k, r: torch.tensor((d + k) * r), (10, 20, 2)),
+])
+def test_tensor_results_become_python_numbers(capsys, checker, fn, args):
+    returned, out = run(capsys, checker, fn)
+    assert out.startswith(checks.PASS), out
+    assert not isinstance(returned(*args), torch.Tensor)
+    assert round(returned(*args), 3) == round(float(fn(*args)), 3)  # what the notebook does with it
 
 
 @pytest.mark.parametrize("checker, mistake", [

@@ -34,6 +34,7 @@ CASES = {
             (lambda n, b: n * b, "one state per parameter"),
             (lambda n, b: 2 * n, "not bytes"),
             (lambda n, b: 4 * n * b, "weight + gradient + m + v"),
+            (lambda n, b: 2 * n * b + 4, "step counter"),
             (lambda n, b: 16 * n * b, "8 bits"),
             (lambda n, b: [n, b], "returned a list"),
             (lambda n: n, "raised TypeError"),

@@ -43,3 +43,13 @@ def test_lora_command_writes_an_adapter(tmp_path):
           "--out", str(tmp_path / "ad")])
     config = read_adapter_config(tmp_path / "ad")
     assert config["r"] == 2 and config["target_modules"] == ["q_proj", "v_proj"]
+
+
+def test_instructor_hints_table_matches_the_checkers():
+    """docs/instructor/hints.md is generated from the checkers; a changed hint must be regenerated."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_instructor_hints.py"), "--check"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,12 +1,30 @@
 """Checkers for 00_start_here: perplexity, count_trainable."""
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import torch.nn as nn
 
 from .core import FAIL, PASS, Verdict, call_safely, is_number, numbers_from, report
+
+
+def plain_numbers(verdict: Verdict, fn: Callable, *probe) -> tuple[Verdict, Callable]:
+    """After a pass, a learner's function that returns a 0-dim tensor (or a NumPy scalar) is wrapped to return
+    a Python number: the notebooks round() and format its results, which a tensor does not support.
+    Used by the checkers of nb00-nb04; `probe` is one set of arguments to look at the result's type."""
+    value, problem = call_safely(fn, *probe)
+    if verdict.status != PASS or problem or not (hasattr(value, "item") and getattr(value, "ndim", 1) == 0):
+        return verdict, fn
+
+    @functools.wraps(fn)
+    def as_number(*args):
+        result = fn(*args)
+        return result.item() if hasattr(result, "item") and getattr(result, "ndim", 1) == 0 else result
+
+    note = f" (It returns a {type(value).__name__}; from here on its result is turned into a Python number.)"
+    return Verdict(PASS, verdict.message + note), as_number
 
 
 def _perplexity_verdict(fn: Callable) -> Verdict:
@@ -33,7 +51,8 @@ def _perplexity_verdict(fn: Callable) -> Verdict:
 def check_perplexity(fn: Callable) -> Callable:
     from ..train import perplexity
 
-    return report("perplexity", _perplexity_verdict(fn), fn, perplexity, "lora_scratch.train.perplexity")
+    return report("perplexity", *plain_numbers(_perplexity_verdict(fn), fn, 1.0), perplexity,
+                  "lora_scratch.train.perplexity")
 
 
 def _toy_model() -> nn.Module:
@@ -71,5 +90,5 @@ def check_count_trainable(fn: Callable) -> Callable:
     def reference(model: nn.Module) -> int:
         return count_params(model, trainable_only=True)
 
-    return report("count_trainable", _count_trainable_verdict(fn), fn, reference,
+    return report("count_trainable", *plain_numbers(_count_trainable_verdict(fn), fn, _toy_model()), reference,
                   "lora_scratch.counting.count_params(model, trainable_only=True)")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from .core import FAIL, PASS, Verdict, call_safely, is_number, report
+from .nb00 import plain_numbers
 
 # ---------------------------------------------------------------- factored_params(d, k, r)
 
@@ -48,7 +49,7 @@ def check_factored_params(fn: Callable) -> Callable:
     def reference(d: int, k: int, r: int) -> int:
         return lora_params(d_in=k, d_out=d, r=r)
 
-    return report("factored_params", _factored_params_verdict(fn), fn, reference,
+    return report("factored_params", *plain_numbers(_factored_params_verdict(fn), fn, 768, 768, 4), reference,
                   "lora_scratch.counting.lora_params(d_in=k, d_out=d, r=r)")
 
 
@@ -156,7 +157,8 @@ def _relative_error_verdict(fn: Callable) -> Verdict:
 def check_relative_error(fn: Callable) -> Callable:
     from ..linalg import relative_error
 
-    return report("relative_error", _relative_error_verdict(fn), fn, relative_error,
+    return report("relative_error", *plain_numbers(_relative_error_verdict(fn), fn, torch.eye(2), torch.zeros(2, 2)),
+                  relative_error,
                   "lora_scratch.linalg.relative_error")
 
 
@@ -194,4 +196,5 @@ def _energy_share_verdict(fn: Callable) -> Verdict:
 def check_energy_share(fn: Callable) -> Callable:
     from ..linalg import energy_share
 
-    return report("energy_share", _energy_share_verdict(fn), fn, energy_share, "lora_scratch.linalg.energy_share")
+    return report("energy_share", *plain_numbers(_energy_share_verdict(fn), fn, torch.tensor([4.0, 3.0, 2.0, 1.0]), 1),
+                  energy_share, "lora_scratch.linalg.energy_share")

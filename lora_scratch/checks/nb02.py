@@ -13,6 +13,7 @@ import torch
 from ..counting import GB, checkpoint_gb
 from ..linalg import delta_weights, rank_for_share
 from .core import FAIL, PASS, Verdict, call_safely, is_number, numbers_from, report
+from .nb00 import plain_numbers
 
 # ---- checkpoint_gb ----
 
@@ -52,7 +53,7 @@ def _checkpoint_gb_verdict(fn: Callable) -> Verdict:
 
 
 def check_checkpoint_gb(fn: Callable) -> Callable:
-    return report("checkpoint_gb", _checkpoint_gb_verdict(fn), fn, checkpoint_gb,
+    return report("checkpoint_gb", *plain_numbers(_checkpoint_gb_verdict(fn), fn, *_SIZES[0]), checkpoint_gb,
                   "lora_scratch.counting.checkpoint_gb")
 
 
@@ -156,5 +157,6 @@ def _rank_for_share_verdict(fn: Callable) -> Verdict:
 
 
 def check_rank_for_share(fn: Callable) -> Callable:
-    return report("rank_for_share", _rank_for_share_verdict(fn), fn, rank_for_share,
+    probe = (torch.tensor([4.0, 3.0, 2.0, 1.0]), 0.9)
+    return report("rank_for_share", *plain_numbers(_rank_for_share_verdict(fn), fn, *probe), rank_for_share,
                   "lora_scratch.linalg.rank_for_share")

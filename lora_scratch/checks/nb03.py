@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ..gpt import GPTConfig
 from .core import FAIL, PASS, Verdict, call_safely, is_number, report
+from .nb00 import plain_numbers
 
 Mistakes = list[tuple[Callable, str]]
 
@@ -64,7 +65,8 @@ def check_linear_params(fn: Callable) -> Callable:
     verdict = _verdict(fn, LINEAR_CASES, linear_params, LINEAR_MISTAKES,
                        lambda a: f"linear_params({a[0]}, {a[1]}, bias={a[2]})",
                        "correct: d_in·d_out weights, plus d_out biases when bias=True.")
-    return report("linear_params", verdict, fn, linear_params, "lora_scratch.counting.linear_params")
+    return report("linear_params", *plain_numbers(verdict, fn, 768, 768, True), linear_params,
+                  "lora_scratch.counting.linear_params")
 
 
 # ---- lora_params(d_in, d_out, r) -----------------------------------------------------------------
@@ -90,7 +92,8 @@ def check_lora_params(fn: Callable) -> Callable:
     verdict = _verdict(fn, LORA_CASES, lora_params, LORA_MISTAKES,
                        lambda a: f"lora_params({a[0]}, {a[1]}, r={a[2]})",
                        "correct: A (r, d_in) plus B (d_out, r) = (d_in + d_out)·r.")
-    return report("lora_params", verdict, fn, lora_params, "lora_scratch.counting.lora_params")
+    return report("lora_params", *plain_numbers(verdict, fn, 768, 768, 4), lora_params,
+                  "lora_scratch.counting.lora_params")
 
 
 # ---- gpt_params(cfg) -----------------------------------------------------------------------------
@@ -136,7 +139,8 @@ def check_gpt_params(fn: Callable) -> Callable:
                        lambda a: f"GPTConfig(n_layer={a[0].n_layer}, n_embd={a[0].n_embd}, "
                                  f"vocab_size={a[0].vocab_size}, block_size={a[0].block_size})",
                        "correct: embeddings + n_layer blocks + ln_f, and the tied head adds nothing.")
-    return report("gpt_params", verdict, fn, gpt_params, "lora_scratch.counting.gpt_params")
+    return report("gpt_params", *plain_numbers(verdict, fn, GPTConfig.gpt2_small()), gpt_params,
+                  "lora_scratch.counting.gpt_params")
 
 
 # ---- lora_budget(cfg, targets, r) ----------------------------------------------------------------
@@ -176,4 +180,5 @@ def check_lora_budget(fn: Callable) -> Callable:
     verdict = _verdict(fn, BUDGET_CASES, lora_budget, BUDGET_MISTAKES,
                        lambda a: f"n_layer={a[0].n_layer}, n_embd={a[0].n_embd}, targets={a[1]}, r={a[2]}",
                        "correct: n_layer × Σ over the targets of (d_in + d_out)·r.")
-    return report("lora_budget", verdict, fn, lora_budget, "lora_scratch.counting.lora_budget")
+    return report("lora_budget", *plain_numbers(verdict, fn, GPTConfig.gpt2_small(), ["q_proj", "v_proj"], 4),
+                  lora_budget, "lora_scratch.counting.lora_budget")
