@@ -3,8 +3,9 @@
 The nbval runs prove the notebooks' code; they cannot see a widget. This test starts JupyterLab the way
 `make lab` does (the venv's `jupyter lab`, the repository as root folder), opens the student notebook
 notebooks/01_rank_and_svd.ipynb, runs the cells the slider needs, moves the rank slider one step with the
-keyboard and checks that the compressed picture and its printed error (the figure title
-"rank r: error e") change. Screenshots before and after are kept in build/browser-test/.
+keyboard and checks that the compressed picture, its title ("rank r: error e") and the printed line
+("rank r: relative error e ...") change, and that the printed error falls. Screenshots before and after
+are kept in build/browser-test/.
 
 Needs Debian's `chromium` and the PyPI package `playwright` (never `playwright install`: it downloads a
 browser of its own). Without them the test is skipped and says how to install them; when the
@@ -281,7 +282,9 @@ def test_rank_slider_redraws_the_picture_and_its_error(chromium, lab_url):
     page = open_notebook(chromium, lab_url, {"width": 1280, "height": 900})
     cell, target = show_slider(page)
     image, readout = cell.locator(".jp-OutputArea-output img"), cell.locator(".widget-readout")
+    printed = cell.locator(".jp-OutputArea-output pre", has_text="relative error")
     before_src, before_rank = image.get_attribute("src"), readout.inner_text().strip()
+    before_text = printed.first.inner_text().strip()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     cell.locator(".jp-Cell-outputArea").screenshot(path=ARTIFACTS / "before.png")
 
@@ -289,11 +292,17 @@ def test_rank_slider_redraws_the_picture_and_its_error(chromium, lab_url):
     page.keyboard.press("ArrowRight")  # one rank up, as a learner's keyboard would
     page.wait_for_function(IMAGE_CHANGED, arg=[target, before_src], timeout=120_000)
     after_src, after_rank = image.get_attribute("src"), readout.inner_text().strip()
+    printed.filter(has_text=f"rank {after_rank}:").first.wait_for()  # the printed line follows the slider
+    after_text = printed.first.inner_text().strip()
     cell.locator(".jp-Cell-outputArea").screenshot(path=ARTIFACTS / "after.png")
     page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
     print(f"\nbrowser test screenshots: {ARTIFACTS / 'before.png'} and {ARTIFACTS / 'after.png'}")
 
     assert int(after_rank) == int(before_rank) + 1, f"one step right should go from rank {before_rank} up by one"
+    assert before_text.startswith(f"rank {before_rank}: relative error") and after_text.startswith(
+        f"rank {after_rank}: relative error"), (before_text, after_text)
+    error = lambda text: float(text.split("relative error ")[1].split()[0])  # noqa: E731
+    assert error(after_text) < error(before_text), "one more rank must lower the printed error (Eckart–Young)"
     old = picture(before_src, ARTIFACTS / f"figure_rank{before_rank}.png")
     new = picture(after_src, ARTIFACTS / f"figure_rank{after_rank}.png")
     assert old.shape == new.shape, "the figure keeps its size"
