@@ -31,6 +31,7 @@ from lora_scratch.finetune import ALL_PROJECTIONS, FinetuneConfig, finetune, pre
 from lora_scratch.lora import mark_only_lora_as_trainable  # noqa: E402
 from lora_scratch.quant import add_qlora  # noqa: E402
 from lora_scratch.train import load_base  # noqa: E402
+from scripts.sweep_lora_vs_full import run_cli  # noqa: E402
 
 COMMAND = "python scripts/qlora_vs_lora.py"
 R, ALPHA, LR = 2, 4.0, 1.5e-2  # notebook 07's best LoRA learning rate for this adapter
@@ -99,11 +100,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse(sys.argv[1:] if argv is None else argv)
-    start = time.perf_counter()
-    record = sweep(args)
-    print(f"{len(record['runs'])} runs in {args.out}; this call took {time.perf_counter() - start:.0f} s")
-    return record
+    return run_cli(parse, sweep, argv)
 
 
 if __name__ == "__main__":

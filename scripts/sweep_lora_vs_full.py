@@ -113,12 +113,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse(sys.argv[1:] if argv is None else argv)
+def run_cli(parse_args, run_sweep, argv: list[str] | None) -> dict:
+    """The command line of every sweep script: parse, sweep (resuming), say what is in the file."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
-    record = sweep(args)
+    record = run_sweep(args)
     print(f"{len(record['runs'])} runs in {args.out}; this call took {time.perf_counter() - start:.0f} s")
     return record
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_cli(parse, sweep, argv)
 
 
 if __name__ == "__main__":

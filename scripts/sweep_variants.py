@@ -40,7 +40,7 @@ from lora_scratch.finetune import (  # noqa: E402
 )
 from lora_scratch.train import load_base, make_optimizer  # noqa: E402
 from lora_scratch.variants import VARIANTS, apply_variant, delta_norms, loraplus_optimizer  # noqa: E402
-from scripts.sweep_lora_vs_full import load_record  # noqa: E402
+from scripts.sweep_lora_vs_full import load_record, run_cli  # noqa: E402
 
 COMMAND = "python scripts/sweep_variants.py"
 R, ALPHA, LORAPLUS_RATIO = 2, 4.0, 20.0
@@ -212,11 +212,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse(sys.argv[1:] if argv is None else argv)
-    start = time.perf_counter()
-    record = sweep(args)
-    print(f"{len(record['runs'])} runs in {args.out}; this call took {time.perf_counter() - start:.0f} s")
-    return record
+    return run_cli(parse, sweep, argv)
 
 
 if __name__ == "__main__":
