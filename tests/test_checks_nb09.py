@@ -34,6 +34,7 @@ CASES = {
             (lambda p: 0.5 * (1 + torch.erf(p / math.sqrt(2))), "the CDF"),
             (lambda p: normal_quantile(p)[:3], "return a tensor of p's shape"),
             (lambda p: normal_quantile(p) + 0.1, "the values are wrong"),
+            (lambda p: math.sqrt(2) * torch.erfinv(2 * p - 1), "compute in float64"),  # no cast: float32 stays
         ],
     },
     checks.check_absmax_quantize: {
@@ -46,6 +47,8 @@ CASES = {
             (quantize(per_row, scale=lambda bits: 2 ** bits - 1), "symmetric range"),
             (quantize(per_row, scale=lambda bits: 2 ** (bits - 1)), "symmetric range"),
             (quantize(per_row, dtype=torch.float32), "torch.int8"),
+            (quantize(per_row, scale=lambda bits: 127), "still scaled to 127"),
+            (quantize(lambda x: x.abs().max(dim=-1, keepdim=True)), "(values, indices)"),
             (quantize(lambda x: x.abs().amax(-1)), "keepdim=True"),
             (lambda x, bits: (absmax_quantize(x, bits)[0], per_row(x).T), "shape (3, 1)"),
             (lambda x, bits: absmax_quantize(x, bits)[0], "return the pair"),
@@ -61,6 +64,7 @@ CASES = {
             (lambda c: (c[0::2].long() << 4) | c[1::2].long(), "torch.uint8"),
             (lambda c: (c[0::2] << 3) | c[1::2], "the bytes are wrong"),
             (lambda c: c.tolist(), "return a tensor"),
+            (lambda c: (c[:len(c) // 2] << 4) | c[len(c) // 2:], "first half of the codes with the second half"),
         ],
     },
     checks.check_bits_per_param: {
@@ -72,6 +76,7 @@ CASES = {
             (lambda t, n: 8 * bytes_of(t, {"packed", "scales"}) / n, "left out the fp32 tensors"),
             (lambda t, n: 8 * bytes_of(t) / n + 1, "the value is wrong"),
             (lambda t, n: [4.5], "return one number"),
+            (lambda t, n: 8 * bytes_of(t) // n, "you used //"),
         ],
     },
 }

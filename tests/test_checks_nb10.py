@@ -18,13 +18,14 @@ def dora(norm_dim=1, detach=True, scale=True, magnitude=True, normalise=True):
     return fn
 
 
-def pissa(split=True, divide=True, bottom=False, swap=False):
+def pissa(split=True, divide=True, bottom=False, swap=False, root=torch.sqrt, old_svd=False):
     def fn(W, r, s):
         U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        Vh = Vh.mT if old_svd else Vh  # torch.svd's third result is V, not V^T
         idx = slice(-r, None) if bottom else slice(0, r)
         Sr = S[idx] / (s if divide else 1.0)
         if split:
-            A, B = Sr.sqrt()[:, None] * Vh[idx], U[:, idx] * Sr.sqrt()
+            A, B = root(Sr)[:, None] * Vh[idx], U[:, idx] * root(Sr)
         else:
             A, B = Vh[idx], U[:, idx] * Sr
         return (B, A) if swap else (A, B)
@@ -42,6 +43,9 @@ def groups(kind="right"):
         if kind == "everything":
             rest = [p for n, p in model.named_parameters() if "lora_" not in n]
             return [{"params": a + rest, "lr": lr, "lr_scale": 1.0}, {"params": b, "lr": lr * ratio, "lr_scale": ratio}]
+        if kind == "generator":
+            return [{"params": iter(a), "lr": lr, "lr_scale": 1.0}, {"params": iter(b), "lr": lr * ratio,
+                                                                        "lr_scale": ratio}]
         if kind == "one_group":
             return [{"params": a + b, "lr": lr, "lr_scale": 1.0}]
         return {"A": a, "B": b}
@@ -59,6 +63,10 @@ CASES = {
             (lambda a, r: a / r ** 2, "r squared"),
             (lambda a, r: a, "the values are wrong"),
             (lambda a, r: [a], "return one number"),
+            (lambda a, r: a / r ** 1 / 2, "** binds first"),
+            (lambda a, r: a // math.sqrt(r), "you rounded down"),
+            (lambda a, r: a / torch.sqrt(r), "r is a Python int"),
+            (lambda a, r: float(int(a / math.sqrt(r))), "you rounded down"),
         ],
     },
     checks.check_dora_weight: {
@@ -75,6 +83,10 @@ CASES = {
             (lambda W, A, B, m, s: dora_weight(W, A, B, m, s).T, "W's shape"),
             (lambda W, A, B, m, s: dora_weight(W, A, B, m, s) * 2, "the values are wrong"),
             (lambda W, A, B, m, s: 1.0, "return a tensor"),
+            (lambda W, A, B, m, s: m[:, None] * (W + s * B @ A) / (W + s * B @ A).norm(), "of the whole matrix"),
+            (lambda W, A, B, m, s: dora_weight(W, A, s * B, m, 1.0).detach(), "detached too much"),
+            (lambda W, A, B, m, s: dora_weight(W, B, A, m, s), "the update is B @ A"),
+            (lambda W, A, B, m, s: m * (W + s * B @ A) / (W + s * B @ A).norm(dim=1, keepdim=True), "m[:, None]"),
         ],
     },
     checks.check_pissa_factors: {
@@ -84,6 +96,9 @@ CASES = {
             (pissa(bottom=True), "smallest singular values"),
             (pissa(split=False), "split"),
             (pissa(swap=True), "you returned (B, A)"),
+            (pissa(old_svd=True), "torch.svd returns V"),
+            (pissa(divide=False, root=lambda t: t.sqrt() / 4.0), "scaling is applied twice"),
+            (pissa(root=lambda t: t), "forgot the square root"),
             (lambda W, r, s: (torch.zeros(r, W.shape[1]), torch.zeros(W.shape[0], r)), "best rank-r part"),
             (lambda W, r, s: (torch.zeros(W.shape[1], r), torch.zeros(r, W.shape[0])), "A is (2, 6)"),
             (lambda W, r, s: torch.zeros(3), "return the pair (A, B)"),
@@ -97,6 +112,7 @@ CASES = {
             (groups("everything"), "not lora_A or lora_B"),
             (groups("one_group"), "exactly two groups"),
             (groups("dict"), "return a list of optimizer groups"),
+            (groups("generator"), "not a generator"),
         ],
     },
 }

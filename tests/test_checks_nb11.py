@@ -41,6 +41,7 @@ CASES = {
             (average_flat, "return 2 averaged tensors"),
             (lambda pr: [(sum(gs) / len(pr)).reshape(-1)[:5] for gs in zip(*pr)], "keeps its parameter's shape"),
             (lambda pr: [sum(gs) / len(pr) + 1 for gs in zip(*pr)], "the values are wrong"),
+            (lambda pr: [sum(g) / len(pr) for g in pr], "added different parameters together"),
         ],
     },
     checks.check_allreduce_bytes: {
@@ -54,6 +55,9 @@ CASES = {
             (lambda m: 4 * sum(p.numel() for p in m.parameters() if p.requires_grad), "fixed 4"),
             (lambda m: 7, "88 bytes per step"),
             (lambda m: "88", "return one number"),
+            (lambda m: sum(p.grad.numel() * 4 for p in m.parameters() if p.requires_grad), "p.grad is None"),
+            (lambda m: sum(p.numel() * p.element_size() for p in m.parameters() if not p.requires_grad),
+             "frozen parameters instead of the trainable"),
         ],
     },
     checks.check_ring_allreduce_bytes: {
@@ -78,6 +82,7 @@ CASES = {
             (zero_with(3, 3, 1), "stage 2 also divides the gradients"),
             (zero_with(4, 2, 1), "stage 3 divides everything"),
             (lambda n, d, s: zero_stage_bytes(n, d, s) / 1e9, "look like GB already"),
+            (lambda n, d, s: zero_stage_bytes(n, 64, s), "not 7.5e9 and 64"),
         ],
     },
 }

@@ -34,12 +34,24 @@ def _normal_quantile_verdict(fn: Callable) -> Verdict:
     expected = math.sqrt(2) * torch.erfinv(2 * _P - 1)
     value = value.double()
     if torch.allclose(value, expected, atol=1e-5):
-        return Verdict(PASS, "correct: Φ⁻¹(p) = √2 · erfinv(2p − 1); Φ⁻¹(0.5) = 0 and Φ⁻¹(0.025) ≈ −1.96.")
+        return _float64_problem(fn) or Verdict(
+            PASS, "correct: Φ⁻¹(p) = √2 · erfinv(2p − 1); Φ⁻¹(0.5) = 0 and Φ⁻¹(0.025) ≈ −1.96.")
     for wrong, hint in _quantile_mistakes(_P):
         if torch.allclose(value, wrong, atol=1e-5):
             return Verdict(FAIL, hint)
     return Verdict(FAIL, "the values are wrong: Φ⁻¹(0.5) must be 0 and Φ⁻¹(0.025) ≈ −1.960 "
                          "(Φ⁻¹(p) = √2 · erfinv(2p − 1)).")
+
+
+def _float64_problem(fn: Callable) -> Verdict | None:
+    """Right values for float64 p; a float32 p (torch.tensor(0.5)) must come back float64 too."""
+    value, problem = call_safely(fn, _P.float())
+    if problem:
+        return problem
+    if isinstance(value, torch.Tensor) and value.dtype != torch.float64:
+        return Verdict(FAIL, f"right values, but for a float32 p you return {value.dtype}: compute in float64, "
+                             "p = torch.as_tensor(p, dtype=torch.float64) first (NF4 is checked to 1e-6 below).")
+    return None
 
 
 def check_normal_quantile(fn: Callable) -> Callable:
@@ -85,6 +97,8 @@ def _absmax_value_hint(codes: torch.Tensor, absmax: torch.Tensor, x: torch.Tenso
     exact = x / true_absmax * qmax
     if torch.equal(codes, exact.trunc().to(torch.int8)):
         return "you truncated instead of rounding: .to(torch.int8) cuts off the fraction; use torch.round first."
+    if bits != 8 and torch.equal(codes, torch.round(x / true_absmax * 127).to(torch.int8)):
+        return f"with bits={bits} you still scaled to 127: compute qmax = 2 ** (bits − 1) − 1 from bits (7 for 4 bits)."
     for wrong_qmax in (2 ** bits - 1, 2 ** (bits - 1)):
         if torch.equal(codes, torch.round(x / true_absmax * wrong_qmax).to(torch.int8)):
             return (f"you scaled to {wrong_qmax}; with {bits} bits the symmetric range is ±(2^(bits−1) − 1) = "
@@ -99,6 +113,9 @@ def _absmax_quantize_verdict(fn: Callable) -> Verdict:
         if problem and "size of tensor" in problem.message:  # x / absmax without keepdim does not broadcast
             return Verdict(FAIL, f"{problem.message} — take the absmax with keepdim=True, shape (rows, 1), so "
                                  "that x / absmax divides every row by its own absmax.")
+        if problem and "return_types" in problem.message:  # .max(dim=...) gives (values, indices)
+            return Verdict(FAIL, f"{problem.message} — with a dim, .max returns the pair (values, indices): use "
+                                 "x.abs().amax(dim=-1, keepdim=True), or .max(dim=-1, keepdim=True).values.")
         if problem:
             return problem
         problem = _absmax_shape_problem(value, x)
@@ -145,6 +162,10 @@ def _pack_nibbles_verdict(fn: Callable) -> Verdict:
     if torch.equal(got, lo * 16 + hi):
         return Verdict(FAIL, "you put the first code of each pair in the low 4 bits; the convention here (as in "
                              "bitsandbytes) is high nibble first: (codes[0::2] << 4) | codes[1::2].")
+    half = _CODES.numel() // 2
+    if torch.equal(got, _CODES[:half].long() * 16 + _CODES[half:].long()):
+        return Verdict(FAIL, "you paired the first half of the codes with the second half; pairs are neighbours: "
+                             "codes[0::2] (high 4 bits) with codes[1::2] (low 4 bits).")
     if torch.equal(got, hi + lo):
         return Verdict(FAIL, "you added the two codes without shifting: move the first one up 4 bits (<< 4, × 16).")
     return Verdict(FAIL, "the bytes are wrong: byte i = (codes[2i] << 4) | codes[2i + 1].")
@@ -171,6 +192,7 @@ def _bits_per_param_verdict(fn: Callable) -> Verdict:
         return problem
     if not is_number(value):
         return Verdict(FAIL, f"return one number (bits per parameter), got {type(value).__name__}.")
+    whole = isinstance(value, int)  # an int result: integer division somewhere
     value = float(value.item() if hasattr(value, "item") else value)
     nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
     mistakes = [
@@ -183,6 +205,9 @@ def _bits_per_param_verdict(fn: Callable) -> Verdict:
     if math.isclose(value, 8 * nbytes / n, rel_tol=1e-6):
         return Verdict(PASS, f"correct: 8 · {nbytes:,} bytes / {n:,} weights = {8 * nbytes / n:.4f} bits per "
                              "parameter.")
+    if whole and value == (8 * nbytes) // n:  # an int 4, not the float 4.0 of the packed codes alone
+        return Verdict(FAIL, f"you used //, which rounds down to {value:g}; bits per parameter is rarely a whole "
+                             "number (4.145 here): divide with /.")
     for wrong, hint in mistakes:
         if math.isclose(value, wrong, rel_tol=1e-6):
             return Verdict(FAIL, hint)

@@ -10,11 +10,14 @@ from .core import FAIL, PASS, Verdict, all_close, call_safely, numbers_from, rep
 
 # ---------------------------------------------------------------- rslora_scaling(alpha, r)
 
-_RS_CASES = [(16.0, 4), (8.0, 16), (6.0, 9), (2.0, 1)]
+_RS_CASES = [(16.0, 4), (8.0, 16), (6.0, 9), (2.0, 1), (4.0, 8)]  # the last is not whole: // or int() shows
 
 
 def _rslora_verdict(fn: Callable) -> Verdict:
     got, problem = numbers_from(fn, _RS_CASES, "rslora_scaling", "the scaling factor, a float")
+    if problem and "must be Tensor" in problem.message:  # torch.sqrt(r) on a Python int
+        return Verdict(FAIL, f"{problem.message} — r is a Python int, and torch functions want tensors: use "
+                             "math.sqrt(r) or r ** 0.5.")
     if problem:
         return problem
     mistakes = [
@@ -23,6 +26,10 @@ def _rslora_verdict(fn: Callable) -> Verdict:
         (lambda a, r: math.sqrt(a / r), "you took the square root of alpha / r; only r goes under the root."),
         (lambda a, r: math.sqrt(r) / a, "you returned sqrt(r) / alpha, upside down; it is alpha / sqrt(r)."),
         (lambda a, r: a / r ** 2, "you divided by r squared; rsLoRA divides by sqrt(r) = r ** 0.5."),
+        (lambda a, r: a / r / 2, "alpha / r ** 1/2 is (alpha / r) / 2 in Python (** binds first, then / 2): write "
+                                 "r ** 0.5 or math.sqrt(r)."),
+        (lambda a, r: a // math.sqrt(r), "you rounded down (// or int()): rslora_scaling(4, 8) is 4 / sqrt(8) ≈ 1.414, "
+                                         "not a whole number; divide with /."),
     ]
     if all_close(got, [a / math.sqrt(r) for a, r in _RS_CASES]):
         return Verdict(PASS, "correct: alpha / sqrt(r) (rsLoRA, Kalajdzievski 2023).")
@@ -58,15 +65,30 @@ def _dora_mistakes(W, A, B, m, s) -> list[tuple[torch.Tensor, str]]:
         (m[:, None] * (W + B @ A) / (W + B @ A).norm(dim=1, keepdim=True),
          "you forgot the scaling: V = W + scaling · B @ A."),
         (V, "you returned W + scaling · B @ A, plain LoRA; DoRA rescales each row to length m."),
+        (m[:, None] * V / V.norm(), "you divided by one norm of the whole matrix; ||·||_c is one norm per output "
+                                    "row: V.norm(dim=1, keepdim=True)."),
         (m[:, None] * W / W.norm(dim=1, keepdim=True), "you normalised W without the update; V = W + scaling · B @ A."),
     ]
 
 
-def _dora_grad_is_detached(fn: Callable, case) -> bool:
-    """The §4.3 contract: the gradient sees ||V||_c as a constant."""
+def _dora_error_hint(problem: Verdict) -> Verdict:
+    if "cannot be multiplied" in problem.message:  # A @ B instead of B @ A
+        return Verdict(FAIL, f"{problem.message} — the update is B @ A: B is (out, r), A is (r, in).")
+    if "dimension" in problem.message or "size" in problem.message or "shape" in problem.message:
+        return Verdict(FAIL, f"{problem.message} — the norm and m are one per output feature, shape (out,): dim=1 "
+                             "of the (out, in) weight; use .unsqueeze(1) (or keepdim=True, m[:, None]) so that "
+                             "each row is divided and scaled by its own.")
+    return problem
+
+
+def _dora_grad_is_detached(fn: Callable, case) -> bool | None:
+    """The §4.3 contract: the gradient sees ||V||_c as a constant. None: no gradient reaches B at all."""
     W, A, B, m, s = case
     B1 = B.clone().requires_grad_(True)
-    fn(W.clone(), A.clone(), B1, m.clone(), s).pow(2).sum().backward()
+    out = fn(W.clone(), A.clone(), B1, m.clone(), s)
+    if not out.requires_grad:
+        return None
+    out.pow(2).sum().backward()
     V = W + s * B @ A
     B2 = B.clone().requires_grad_(True)
     (m[:, None] * (W + s * B2 @ A) / V.norm(dim=1, keepdim=True)).pow(2).sum().backward()
@@ -77,10 +99,7 @@ def _dora_verdict(fn: Callable) -> Verdict:
     case = _dora_case()
     value, problem = call_safely(fn, *[t.clone() if isinstance(t, torch.Tensor) else t for t in case])
     if problem:
-        if "dimension" in problem.message or "size" in problem.message or "shape" in problem.message:
-            return Verdict(FAIL, f"{problem.message} — the norm is one per output feature: dim=1 of the (out, in) "
-                                 "weight, shape (out,); use .unsqueeze(1) (or keepdim=True) to divide each row.")
-        return problem
+        return _dora_error_hint(problem)
     W, A, B, m, s = case
     if not isinstance(value, torch.Tensor):
         return Verdict(FAIL, f"return a tensor (the adapted weight), got {type(value).__name__}.")
@@ -98,6 +117,9 @@ def _dora_verdict(fn: Callable) -> Verdict:
                 return Verdict(FAIL, hint)
         return Verdict(FAIL, "the values are wrong: W' = m · V / ||V||_c with V = W + scaling · B @ A, rows normed.")
     detached, problem = call_safely(_dora_grad_is_detached, fn, case)
+    if not problem and detached is None:
+        return Verdict(FAIL, "the values are right, but no gradient reaches B: you detached too much. Detach only "
+                             "the norm, V.norm(dim=1).detach(); V = W + scaling · B @ A must keep its gradient.")
     if problem or not detached:
         return Verdict(FAIL, "the values are right, but the gradient flows through the norm. DoRA §4.3 treats "
                              "||V||_c as a constant: divide by V.norm(dim=1).detach().")
@@ -111,6 +133,23 @@ def check_dora_weight(fn: Callable) -> Callable:
 
 
 # ---------------------------------------------------------------- pissa_factors(W, r, scaling)
+
+
+def _pissa_hint(got: torch.Tensor, U_r: torch.Tensor, S_r: torch.Tensor, Vh: torch.Tensor, s: float) -> str:
+    """Name the mistake behind a wrong scaling · B @ A (got) when the shapes are right."""
+    r = S_r.numel()
+    mistakes = [
+        (U_r @ torch.diag(S_r) @ Vh.mT[:r], "your V_r^T is V's first r rows, not Vh's: torch.svd returns V (not V^T); "
+                                            "use torch.linalg.svd, whose third result Vh is already V^T."),
+        (U_r @ torch.diag(S_r / s) @ Vh[:r], "the scaling is applied twice: take sqrt(S_r / scaling) in each factor "
+                                             "(not sqrt(S_r) / scaling)."),
+        (U_r @ torch.diag(S_r ** 2 / s) @ Vh[:r], "you forgot the square root: each factor gets sqrt(S_r / scaling), "
+                                                  "so that the two together give S_r / scaling."),
+    ]
+    for wrong, hint in mistakes:
+        if torch.allclose(got, wrong, atol=1e-4):
+            return hint
+    return "scaling · B @ A must equal U_r diag(S_r) V_r^T, the best rank-r part of W."
 
 
 def _pissa_verdict(fn: Callable) -> Verdict:
@@ -137,7 +176,7 @@ def _pissa_verdict(fn: Callable) -> Verdict:
     if torch.allclose(s * product, bottom, atol=1e-4):
         return Verdict(FAIL, "you took the smallest singular values; PiSSA takes the top r (S is sorted descending).")
     if not torch.allclose(s * product, top, atol=1e-4):
-        return Verdict(FAIL, "scaling · B @ A must equal U_r diag(S_r) V_r^T, the best rank-r part of W.")
+        return Verdict(FAIL, _pissa_hint(s * product, U[:, :r], S[:r], Vh, s))
     if not torch.allclose(B.norm(dim=0), A.norm(dim=1), atol=1e-4):
         return Verdict(FAIL, "the product is right, but the singular values all sit in one factor; PiSSA splits "
                              "them: sqrt(S_r / scaling) in A and in B, so both start at the same size.")
@@ -171,6 +210,9 @@ def _groups_verdict(fn: Callable) -> Verdict:
     if not (isinstance(value, (list, tuple)) and all(isinstance(gr, dict) and "params" in gr for gr in value)):
         return Verdict(FAIL, "return a list of optimizer groups: dicts like {'params': [...], 'lr': ..., "
                              "'lr_scale': ...}.")
+    if any(not isinstance(gr["params"], (list, tuple)) for gr in value):
+        return Verdict(FAIL, "make each group's 'params' a list, [p for n, p in ...], not a generator: a generator is "
+                             "used up after one pass, and the optimizer and the cells below read the groups again.")
     ids = {"A": {id(p) for n, p in model.named_parameters() if n.endswith("lora_A")},
            "B": {id(p) for n, p in model.named_parameters() if n.endswith("lora_B")}}
     found = [{id(p) for p in gr["params"]} for gr in value]

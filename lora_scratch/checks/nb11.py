@@ -33,6 +33,9 @@ def _average_verdict(fn: Callable) -> Verdict:
     per_rank = _per_rank()
     copies = [[g.clone() for g in grads] for grads in per_rank]
     value, problem = call_safely(fn, copies)
+    if problem and "size of tensor" in problem.message:  # one rank's parameters added together
+        return Verdict(FAIL, f"{problem.message} — you added different parameters together (shapes (4, 3) and "
+                             "(5,)); average one parameter over the ranks: zip(*per_rank) groups them.")
     if problem:
         return problem
     if not all(torch.equal(a, b) for ga, gb in zip(copies, per_rank) for a, b in zip(ga, gb)):
@@ -82,6 +85,9 @@ def _allreduce_bytes_verdict(fn: Callable) -> Verdict:
     values = []
     for m in (model, model64):
         value, problem = call_safely(fn, m)
+        if problem and "NoneType" in problem.message:  # p.grad is None before any backward
+            return Verdict(FAIL, f"{problem.message} — p.grad is None until a backward pass has run; count from "
+                                 "the parameters themselves: p.numel() * p.element_size() where p.requires_grad.")
         if problem:
             return problem
         if not is_number(value):
@@ -93,7 +99,9 @@ def _allreduce_bytes_verdict(fn: Callable) -> Verdict:
              22: "you counted parameters, not bytes: multiply by the bytes per value, p.element_size() (4 for fp32).",
              132: "you counted all parameters, and numbers instead of bytes.",
              22 * 32: "you counted bits; all_reduce moves bytes (4 per fp32 value).",
-             22 * 2: "you assumed 2 bytes per value (fp16); these gradients are fp32: use p.element_size()."}
+             22 * 2: "you assumed 2 bytes per value (fp16); these gradients are fp32: use p.element_size().",
+             110 * 4: "you counted the frozen parameters instead of the trainable ones: keep p.requires_grad, "
+                      "not `not p.requires_grad`."}
     if math.isclose(got, want) and math.isclose(got64, want64):
         return Verdict(PASS, "correct: the trainable parameters' gradients only, numel × element_size bytes.")
     if math.isclose(got, want):
@@ -170,6 +178,19 @@ def _zero_mistake(gb: list[float]) -> str:
     return f"stage 3 divides everything: (2 + 2 + 12) Ψ / N_d = 1.9 GB; you gave {gb[3]:g} GB."
 
 
+def _zero_second_case(fn: Callable) -> Verdict | None:
+    """1e9 parameters on 8 devices: a function with the paper's 7.5e9 or 64 built in is right only for the paper."""
+    got, problem = numbers_from(fn, [(1e9, 8, s) for s in range(4)], "zero_stage_bytes", "bytes per device")
+    if problem:
+        return problem
+    want = [16e9, 4e9 + 12e9 / 8, 2e9 + 14e9 / 8, 16e9 / 8]
+    if all_close(got, want):
+        return None
+    return Verdict(FAIL, f"right for the paper's example, but zero_stage_bytes(1e9, 8, stage) for stages 0-3 should "
+                         f"be {', '.join(f'{v:.3g}' for v in want)} bytes; you gave "
+                         f"{', '.join(f'{v:.3g}' for v in got)}: use n_params and n_devices, not 7.5e9 and 64.")
+
+
 def _zero_verdict(fn: Callable) -> Verdict:
     got, problem = numbers_from(fn, [(7.5e9, 64, s) for s in range(4)], "zero_stage_bytes", "bytes per device")
     if problem:
@@ -179,6 +200,9 @@ def _zero_verdict(fn: Callable) -> Verdict:
         return Verdict(FAIL, "these look like GB already; return bytes (7.5e9 parameters × 16 bytes = 1.2e11).")
     if gb != _PAPER_GB:
         return Verdict(FAIL, _zero_mistake(gb))
+    problem = _zero_second_case(fn)
+    if problem:
+        return problem
     return Verdict(PASS, "correct: 120, 31.4, 16.6 and 1.9 GB per device for 7.5B parameters on 64 devices — "
                          "the ZeRO paper's Figure 1.")
 
