@@ -31,7 +31,7 @@ from lora_scratch.finetune import ALL_PROJECTIONS, FinetuneConfig, finetune, pre
 from lora_scratch.lora import mark_only_lora_as_trainable  # noqa: E402
 from lora_scratch.quant import add_qlora  # noqa: E402
 from lora_scratch.train import load_base  # noqa: E402
-from scripts.sweep_lora_vs_full import run_cli  # noqa: E402
+from scripts.sweep_lora_vs_full import add_window_args, run_cli  # noqa: E402
 
 COMMAND = "python scripts/qlora_vs_lora.py"
 R, ALPHA, LR = 2, 4.0, 1.5e-2  # notebook 07's best LoRA learning rate for this adapter
@@ -91,10 +91,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--lr", type=float, default=LR)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--block-size", type=int, default=128)
-    p.add_argument("--eval-windows", type=int, default=32)
-    p.add_argument("--threads", type=int, default=1)  # 1: tiny ops on a shared CPU
+    add_window_args(p, eval_every=False)
     p.add_argument("--out", default=str(ROOT / "data" / "sweeps" / "qlora_vs_lora.json"))
     return p.parse_args(argv)
 

@@ -91,6 +91,16 @@ def sweep(args: argparse.Namespace) -> dict:
     return record
 
 
+def add_window_args(p: argparse.ArgumentParser, eval_every: bool = True) -> None:
+    """The batch, window, evaluation and thread options every sweep shares (notebook 07's 8 x 128 setting)."""
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--block-size", type=int, default=128)
+    if eval_every:
+        p.add_argument("--eval-every", type=int, default=40)
+    p.add_argument("--eval-windows", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)  # 1: tiny ops on a shared CPU
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["lora", "full"], choices=["lora", "full"])
@@ -102,11 +112,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lora-targets", nargs="+", default=list(ALL_PROJECTIONS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--block-size", type=int, default=128)
-    p.add_argument("--eval-every", type=int, default=40)
-    p.add_argument("--eval-windows", type=int, default=32)
-    p.add_argument("--threads", type=int, default=1)  # 1: tiny ops on a shared CPU
+    add_window_args(p)
     p.add_argument("--out", default=str(ROOT / "data" / "sweeps" / "lora_vs_full.json"))
     args = p.parse_args(argv)
     args.argv = list(argv)

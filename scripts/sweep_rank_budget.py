@@ -32,7 +32,7 @@ from lora_scratch.files import atomic_write_json  # noqa: E402
 from lora_scratch.finetune import FinetuneConfig, finetune  # noqa: E402
 from lora_scratch.lora import lora_layers  # noqa: E402
 from lora_scratch.variants import subspace_grid  # noqa: E402
-from scripts.sweep_lora_vs_full import load_record  # noqa: E402
+from scripts.sweep_lora_vs_full import add_window_args, load_record  # noqa: E402
 from scripts.sweep_variants import build, header, run_missing, shard, template  # noqa: E402
 
 COMMAND = "python scripts/sweep_rank_budget.py"
@@ -138,11 +138,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=2.0, help="targets: alpha = scale * r (alpha / r fixed)")
     p.add_argument("--subspace-ranks", nargs=2, type=int, default=[8, 64])
     p.add_argument("--steps", type=int, default=None, help="default 120 (160 for subspace)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--block-size", type=int, default=128)
-    p.add_argument("--eval-every", type=int, default=40)
-    p.add_argument("--eval-windows", type=int, default=32)
-    p.add_argument("--threads", type=int, default=1)  # 1: tiny ops on a shared CPU
+    add_window_args(p)
     p.add_argument("--shard", default="0/1", help="i/n: run every n-th job from i (n processes, one file)")
     p.add_argument("--out", default=None, help="default data/sweeps/<study>.json")
     args = p.parse_args(argv)

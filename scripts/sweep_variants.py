@@ -40,7 +40,7 @@ from lora_scratch.finetune import (  # noqa: E402
 )
 from lora_scratch.train import load_base, make_optimizer  # noqa: E402
 from lora_scratch.variants import VARIANTS, apply_variant, delta_norms, loraplus_optimizer  # noqa: E402
-from scripts.sweep_lora_vs_full import load_record, run_cli  # noqa: E402
+from scripts.sweep_lora_vs_full import add_window_args, load_record, run_cli  # noqa: E402
 
 COMMAND = "python scripts/sweep_variants.py"
 R, ALPHA, LORAPLUS_RATIO = 2, 4.0, 20.0
@@ -196,12 +196,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--block-size", type=int, default=128)
-    p.add_argument("--eval-every", type=int, default=40)
-    p.add_argument("--eval-windows", type=int, default=32)
+    add_window_args(p)
     p.add_argument("--time-rounds", type=int, default=20)
-    p.add_argument("--threads", type=int, default=1)  # 1: tiny ops on a shared CPU
     p.add_argument("--shard", default="0/1", help="i/n: run every n-th job from i (n processes, one file)")
     p.add_argument("--out", default=str(ROOT / "data" / "sweeps" / "variants.json"))
     args = p.parse_args(argv)

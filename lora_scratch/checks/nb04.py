@@ -4,25 +4,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .core import FAIL, PASS, Verdict, call_safely, is_number, report
+from .core import FAIL, PASS, Verdict, numbers_from, report
 from .nb00 import plain_numbers
 
 PRECISIONS = ("fp32", "bf16", "mixed")
 OPTIMIZERS = ("adam", "sgd_momentum", "sgd")
-
-
-def _numbers(fn: Callable, cases: list[tuple]) -> tuple[list[float] | None, Verdict | None]:
-    """Call fn on every case; a Verdict if it raises or returns something that is not a number."""
-    got = []
-    for args in cases:
-        value, problem = call_safely(fn, *args)
-        if problem:
-            return None, problem
-        if not is_number(value):
-            shown = ", ".join(repr(a) for a in args)
-            return None, Verdict(FAIL, f"({shown}) returned a {type(value).__name__}; return one number.")
-        got.append(float(value))
-    return got, None
 
 
 def _matches(got: list[float], cases: list[tuple], rule: Callable) -> bool:
@@ -44,7 +30,7 @@ ADAM_MISTAKES = [
 
 
 def _adam_verdict(fn: Callable) -> Verdict:
-    got, problem = _numbers(fn, ADAM_CASES)
+    got, problem = numbers_from(fn, ADAM_CASES, "adam_state_bytes", "a number of bytes")
     if problem:
         return problem
     if _matches(got, ADAM_CASES, lambda n, b: 2 * n * b):
@@ -89,7 +75,7 @@ TRAINING_MISTAKES = [
 
 
 def _training_verdict(fn: Callable) -> Verdict:
-    got, problem = _numbers(fn, TRAINING_CASES)
+    got, problem = numbers_from(fn, TRAINING_CASES, "training_bytes_per_param", "bytes per parameter")
     if problem:
         return problem
     if _matches(got, TRAINING_CASES, _rule()):
@@ -133,7 +119,7 @@ def _lora_saving(p: int, n: int, a: float) -> float:
 
 
 def _saving_verdict(fn: Callable) -> Verdict:
-    got, problem = _numbers(fn, SAVING_CASES)
+    got, problem = numbers_from(fn, SAVING_CASES, "lora_memory_saving", "a fraction")
     if problem:
         return problem
     if _matches(got, SAVING_CASES, _lora_saving):
