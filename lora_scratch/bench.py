@@ -10,10 +10,16 @@ caches, frequency scaling). Four habits make the numbers mean something:
 
     results = compare({"base": lambda: base(x), "lora": lambda: lora(x)}, rounds=15)
     print(format_table(results, baseline="base"))
-    assert ratio(results, "lora", "base") < 1.2     # an ordering, with a margin
+    timing_claim(ratio(results, "lora", "base"), "<", 1.2, "unmerged LoRA costs less than 20 % more")
+
+A notebook never asserts a time: nbval runs it on machines that are busy. `timing_claim` prints whether the
+claim held in this run; `make bench` (scripts/bench_course.py, on a quiet machine) sets LORA_SCRATCH_TIMING=strict
+and then a claim that does not hold fails the notebook.
 """
 from __future__ import annotations
 
+import operator
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -129,3 +135,22 @@ def speedup_ratio(times_a: list[float], times_b: list[float]) -> float:
     """How many times faster A is than B: median(B) / median(A). Medians, since one slow round
     (another job on the machine) moves a mean but not a median."""
     return float(np.median(times_b) / np.median(times_a))
+
+
+STRICT_TIMING_ENV = "LORA_SCRATCH_TIMING"  # "strict" in make bench: a timing claim that fails raises
+_COMPARE = {"<": operator.lt, ">": operator.gt}
+
+
+def timing_claim(value: float, op: str, bound: float, claim: str) -> None:
+    """Print whether a claim about a measured time ratio held in this run (value op bound), e.g.
+    timing_claim(r, ">", 2, "batching 8 samples is more than twice as fast").
+
+    Only `make bench` asserts it (LORA_SCRATCH_TIMING=strict): elsewhere the machine may be busy, and a time is
+    not a fact about the code. Deterministic proxies (operation counts, FLOPs, bytes) are asserted everywhere."""
+    if op not in _COMPARE:
+        raise ValueError(f"op must be '<' or '>', got {op!r}")
+    held = bool(_COMPARE[op](value, bound))
+    verdict = "holds in this run" if held else "does not hold in this run (a busy machine? `make bench` checks it)"
+    print(f"timing claim: {claim}: {value:.2f} {op} {bound:g} {verdict}")
+    if not held and os.environ.get(STRICT_TIMING_ENV) == "strict":
+        raise AssertionError(f"timing claim failed under make bench: {claim} ({value:.2f} {op} {bound:g})")

@@ -8,7 +8,9 @@ Run it on a quiet machine: other jobs on the same cores slow every figure down (
 after is recorded so a reader can judge). What it measures:
 1. Each master notebook in notebooks/solutions/ run top to bottom in a fresh kernel, exactly as
    scripts/execute_notebooks.py does (the ⏱ run times in the notebooks are measured that way) — but on a
-   copy in a temporary folder, so the committed notebooks and their outputs are never touched.
+   copy in a temporary folder, so the committed notebooks and their outputs are never touched. Their timing
+   claims (lora_scratch.bench.timing_claim), only printed elsewhere, are asserted here: a notebook whose claim
+   fails on this quiet machine is reported FAILED.
 2. scripts/bench_lora.py's measurement (GPT-2-small shapes, lora_scratch.bench, interleaved rounds): the
    LoRA / full fine-tuning step-time ratio (Hu et al., 2021, §4.2) and the merged-LoRA / base latency ratio
    (§4.1: "no additional inference latency").
@@ -121,6 +123,7 @@ def time_notebook(path: Path, execute) -> dict:
 def time_notebooks(paths: list[Path], execute=None) -> list[dict]:
     execute = execute or load_script("execute_notebooks").execute
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["LORA_SCRATCH_TIMING"] = "strict"  # bench.timing_claim: the notebooks' timing claims must hold here
     rows = []
     for path in paths:
         row = time_notebook(path, execute)

@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from lora_scratch import bench
 from lora_scratch.bench import Timing, compare, count_ops, fixed_threads, format_table, ratio, schedule
 
 
@@ -87,3 +88,18 @@ def test_count_ops_is_deterministic_and_counts_extra_layers():
     one, two = nn.Linear(8, 8), nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8))
     assert count_ops(lambda: one(x)) == count_ops(lambda: one(x)) >= 1
     assert count_ops(lambda: two(x)) > count_ops(lambda: one(x))
+
+
+def test_timing_claim_prints_and_only_make_bench_asserts(capsys, monkeypatch):
+    monkeypatch.delenv(bench.STRICT_TIMING_ENV, raising=False)
+    bench.timing_claim(2.5, ">", 2, "batching is more than twice as fast")
+    bench.timing_claim(1.5, ">", 2, "batching is more than twice as fast")  # printed, not raised
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "timing claim: batching is more than twice as fast: 2.50 > 2 holds in this run"
+    assert out[1].startswith("timing claim: batching is more than twice as fast: 1.50 > 2 does not hold")
+    monkeypatch.setenv(bench.STRICT_TIMING_ENV, "strict")
+    bench.timing_claim(0.9, "<", 1.2, "merged costs what the base costs")
+    with pytest.raises(AssertionError, match="make bench"):
+        bench.timing_claim(1.5, "<", 1.2, "merged costs what the base costs")
+    with pytest.raises(ValueError, match="'<' or '>'"):
+        bench.timing_claim(1.0, "<=", 1.2, "x")
