@@ -26,7 +26,7 @@ CASES = {
             (lambda n, b: n / 8 / 1e9, "left out bits_per_param"),
             (lambda n, b: n / 1e9, "1 byte per parameter"),
             (lambda n, b: f"{n * b / 8e9} GB", "returned a str"),
-            (lambda n, b: n * b / 7e9, "should be 350.0"),
+            (lambda n, b: n * b / 7e9, "checkpoint_gb(1.75e+11, 16) should be 350 GB; your function returned 400 GB"),
         ],
     },
     checks.check_delta_weights: {
@@ -50,7 +50,7 @@ CASES = {
             (lambda S, q: int((energy_curve(S) <= q).sum()) + 1, "≥ share"),
             (lambda S, q: float(energy_curve(S)[int((energy_curve(S) < q).sum())]), "whole number"),
             (lambda S, q: energy_curve(S), "whole number"),
-            (lambda S, q: len(S), "the answer is 3"),
+            (lambda S, q: len(S), "and share 0.5 the answer is 1"),
         ],
     },
 }

@@ -105,3 +105,16 @@ def test_numpy_and_torch_integers_are_accepted(capsys):
 def test_checker_output_is_deterministic(capsys):
     outputs = [run(capsys, checks.check_gpt_params, lambda c: gpt_params(c, tied=False))[1] for _ in range(2)]
     assert outputs[0] == outputs[1]
+
+
+def test_a_learner_editing_its_inputs_cannot_poison_later_checks(capsys):
+    """The cases serve every check of the session: a learner's cfg.n_layer += 1 or targets.append(...) must not
+    change them (the checker hands over copies)."""
+    def edits_inputs(cfg, targets, r):
+        cfg.n_layer += 1
+        targets.append("up_proj")
+        return 0
+
+    run(capsys, checks.check_lora_budget, edits_inputs)
+    assert run(capsys, checks.check_lora_budget, lora_budget)[1].startswith(checks.PASS)
+    assert nb03.BUDGET_CASES[0][0].n_layer == 12 and nb03.BUDGET_CASES[0][1] == ["q_proj", "v_proj"]

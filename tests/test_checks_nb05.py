@@ -40,6 +40,11 @@ def nan_a(n_in, n_out, r):
     return torch.full((r, n_in), float("nan")), torch.zeros(n_out, r)
 
 
+def init_lora_float64(n_in, n_out, r):
+    """Right values, but float64: x (float32) @ A.T fails in the next cell."""
+    return tuple(t.double() for t in init_lora(n_in, n_out, r))
+
+
 def forward_mm(x, W, b, A, B, alpha, r):  # torch.mm: fine for 2-D x, fails on (2, 3, in)
     return torch.mm(x, W.T) + b + alpha / r * torch.mm(torch.mm(x, A.T), B.T)
 
@@ -81,6 +86,7 @@ CASES = {
             (lambda i, o, r: torch.zeros(r, i), "return the pair (A, B)"),
             (lambda i, o, r: (torch.zeros(r, i + 1), torch.zeros(o, r)), "should give A (3, 12)"),
             (lambda i, o, r: (torch.ones(r, i, dtype=torch.long), torch.zeros(o, r, dtype=torch.long)), "float"),
+            (init_lora_float64, "x @ A.T below would fail"),  # was a false ✅: notebook 05 then fails at x @ A.T
         ],
     },
     checks.check_lora_forward: {
@@ -98,7 +104,7 @@ CASES = {
             (lambda x, W, b, A, B, alpha, r: x @ W.T + b + alpha / r * (x @ B @ A), "check the order"),
             (lambda x, W, b, A, B, alpha, r: (x @ W.T + b + alpha / r * (x @ A.T @ B.T)).sum(-1), "(…, out)"),
             (lambda *args: lora_forward(*args) + 1.0, "the values are wrong"),
-            (lambda *args: 3.0, "return a tensor"),
+            (lambda *args: 3.0, "return a torch.Tensor"),
         ],
     },
     checks.check_merged_weight: {
@@ -114,7 +120,7 @@ CASES = {
             (lambda W, A, B, alpha, r: (W + alpha / r * (B @ A)).T, "W's shape"),
             (merge_in_place, "changed W in place"),
             (lambda W, A, B, alpha, r: W * 2, "the values are wrong"),
-            (lambda W, A, B, alpha, r: [1.0], "return a tensor"),
+            (lambda W, A, B, alpha, r: [1.0], "return a torch.Tensor"),
         ],
     },
 }
@@ -131,3 +137,12 @@ def test_checker_output_is_deterministic(capsys):
     for checker, fn in [(checks.check_init_lora, init_lora), (checks.check_lora_forward, forward(lambda a, r: a))]:
         outputs = [run(capsys, checker, fn)[1] for _ in range(2)]
         assert outputs[0] == outputs[1]
+
+
+def test_float64_init_lora_would_break_the_next_cell():
+    """What the ❌ for float64 A and B protects: the cell after the check computes x @ A.T with a float32 x."""
+    import pytest
+
+    A, _ = init_lora_float64(8, 6, 2)
+    with pytest.raises(RuntimeError):
+        torch.randn(5, 8) @ A.T

@@ -42,6 +42,11 @@ def _inject_on_root(model, targets, r, alpha):
             setattr(model, name, LoRALinear(module, r, alpha))
     return model
 
+def _inject_without_return(model, targets, r, alpha):
+    """Wraps every target right, then forgets `return model`."""
+    _inject(model, targets, r, alpha)
+
+
 def _reinit(module):
     layer = LoRALinear(module, 2, 4.0)
     with torch.no_grad():
@@ -72,6 +77,8 @@ CASES = {
             (lambda m, t, r, a: _inject(m, t, r, a, wrap=_reinit), "output changed"),
             (lambda m, t, r, a: 1 / 0, "raised ZeroDivisionError"),
             (_inject_on_root, "name has dots"),
+            (_inject_without_return, "end it with `return model`"),  # was a false ✅: `mine = inject_lora(...)` is None
+            (lambda m, t, r, a: _inject(m, t, r, a).double(), "converted or moved the model"),
         ],
     },
     checks.check_lora_optimizer: {
@@ -95,7 +102,9 @@ CASES = {
             (lambda m: sum(2 * p.numel() * p.element_size() for p in m.parameters()), "frozen parameters too"),
             (lambda m: sum(p.numel() * 4 for p in m.parameters() if p.requires_grad), "two, the mean m"),
             (lambda m: sum(2 * p.numel() for p in m.parameters() if p.requires_grad), "not bytes"),
-            (lambda m: "176 B", "return a number"),
+            (lambda m: "176 B", "return one number"),
+            (lambda m: sum(2 * p.numel() * 4 for p in m.parameters() if p.requires_grad),  # was a false ✅
+             "you built in 4 bytes per number"),
         ],
     },
     checks.check_forgetting: {
@@ -112,7 +121,7 @@ CASES = {
         "mistakes": [
             (lambda before, after: after - before, "sign is flipped"),
             (lambda before, after: abs(after - before), "absolute value"),
-            (lambda before, after: None, "returned a NoneType"),
+            (lambda before, after: None, "returned None (a function without a `return` line gives None)"),
         ],
     },
 }

@@ -29,6 +29,16 @@ def _wrong_shape(layer):
     return out
 
 
+def keeps_dtype_and_device(layer):
+    """A correct answer: the new Linear is built where the base lives, in its dtype."""
+    w = layer.base.weight
+    out = torch.nn.Linear(layer.in_features, layer.out_features, dtype=w.dtype, device=w.device)
+    with torch.no_grad():
+        out.weight.copy_(w + layer.scaling * layer.lora_B @ layer.lora_A)
+        out.bias.copy_(layer.base.bias)
+    return out
+
+
 def merged_in_place(layer):
     layer.merge()
     return layer.base
@@ -38,6 +48,7 @@ CASES = {
     checks.check_merged_linear: {
         "reference": merged_linear,
         "mistakes": [
+            (linear_with(lambda W, A, B, s: W + s * B @ A), "nn.Linear(...) alone builds float32 on the CPU"),
             (linear_with(lambda W, A, B, s: W + B @ A), "forgot the scaling"),
             (linear_with(lambda W, A, B, s: W + B @ A / s), "divided by the scaling"),
             (linear_with(lambda W, A, B, s: s * B @ A), "only ΔW"),
@@ -100,3 +111,20 @@ def test_merged_linear_computes_the_lora_layer():
     assert type(plain) is torch.nn.Linear and torch.allclose(plain(x), layer(x), atol=1e-6)
     layer.merge()  # an already merged layer: its base weight already holds ΔW
     assert torch.allclose(merged_linear(layer)(x), layer(x), atol=1e-6)
+
+
+def test_merged_linear_in_the_base_dtype_and_device_passes(capsys):
+    assert run(capsys, checks.check_merged_linear, keeps_dtype_and_device)[1].startswith(checks.PASS)
+
+
+def test_merged_linear_that_cannot_follow_the_device_gets_a_hint(capsys):
+    def copies_from_meta(layer):  # built on the CPU, in the layer's dtype: copy_ from a meta tensor fails
+        w = layer.base.weight
+        out = torch.nn.Linear(layer.in_features, layer.out_features, dtype=w.dtype)
+        with torch.no_grad():
+            out.weight.copy_(w + layer.scaling * layer.lora_B @ layer.lora_A)
+            out.bias.copy_(layer.base.bias)
+        return out
+
+    out = run(capsys, checks.check_merged_linear, copies_from_meta)[1]
+    assert out.startswith(checks.FAIL) and "another device" in out and "device=layer.base.weight.device" in out, out

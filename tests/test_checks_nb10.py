@@ -61,7 +61,7 @@ CASES = {
             (lambda a, r: math.sqrt(a / r), "square root of alpha / r"),
             (lambda a, r: math.sqrt(r) / a, "upside down"),
             (lambda a, r: a / r ** 2, "r squared"),
-            (lambda a, r: a, "the values are wrong"),
+            (lambda a, r: a, "rslora_scaling(16, 4) should be 8; your function returned 16. It is alpha / sqrt(r)."),
             (lambda a, r: [a], "return one number"),
             (lambda a, r: a / r ** 1 / 2, "** binds first"),
             (lambda a, r: a // math.sqrt(r), "you rounded down"),
@@ -109,7 +109,7 @@ CASES = {
         "mistakes": [
             (groups("swapped"), "the ratio is on A"),
             (groups("no_scale"), "lr_scale"),
-            (groups("everything"), "not lora_A or lora_B"),
+            (groups("everything"), "not the model's own lora_A or lora_B"),
             (groups("one_group"), "exactly two groups"),
             (groups("dict"), "return a list of optimizer groups"),
             (groups("generator"), "not a generator"),
@@ -127,8 +127,16 @@ def test_checker_output_is_deterministic(capsys):
         assert outputs[0] == outputs[1]
 
 
-def test_dora_checker_does_not_modify_shared_inputs(capsys):
+def test_dora_in_place_edit_fails_and_does_not_poison_the_checker(capsys):
     def in_place(W, A, B, m, s):
         W += s * B @ A
         return m[:, None] * W / W.norm(dim=1, keepdim=True).detach()
-    assert run(capsys, checks.check_dora_weight, in_place)[1].startswith(checks.PASS)
+    out = run(capsys, checks.check_dora_weight, in_place)[1]
+    assert out.startswith(checks.FAIL) and "changed its input W in place" in out, out
+    assert run(capsys, checks.check_dora_weight, dora_weight)[1].startswith(checks.PASS)
+
+
+def test_dora_dimension_hint_carries_what_it_needs(capsys):
+    """The hint once sent learners to a FIGURES.md that the repository does not have."""
+    out = run(capsys, checks.check_dora_weight, dora(norm_dim=0))[1]
+    assert "FIGURES" not in out and "V.norm(dim=1, keepdim=True)" in out and "(out, in)" in out, out

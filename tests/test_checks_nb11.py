@@ -68,8 +68,12 @@ CASES = {
             (lambda n, w: (w - 1) * n, "whole buffer to every other"),
             (lambda n, w: 2 * (w - 1) * n, "each chunk is n_bytes / N"),
             (lambda n, w: n, "does not send exactly n_bytes"),
-            (lambda n, w: 2 * (w - 1) / w * n + 1, "should be 2 × 3/4 × 1000 = 1500"),
+            (lambda n, w: 2 * (w - 1) / w * n + 1,
+             "ring_allreduce_bytes(1000, 1) should be 0; your function returned 1."),
             (lambda n, w: [n], "return one number"),
+            (lambda n, w: 2 * (w - 1) * n // w, "you rounded down (// or int())"),  # was a false ✅ (1968 for N = 64)
+            (lambda n, w: n if w == 1 else 2 * (w - 1) / w * n,  # right for N = 4: the hint names the case that is not
+             "ring_allreduce_bytes(1000, 1) should be 0; your function returned 1000."),
         ],
     },
     checks.check_zero_stage_bytes: {
@@ -96,3 +100,9 @@ def test_checker_output_is_deterministic(capsys):
                         (checks.check_zero_stage_bytes, zero_with(3, 1, 1))]:
         outputs = [run(capsys, checker, fn)[1] for _ in range(2)]
         assert outputs[0] == outputs[1]
+
+
+def test_ring_hint_shows_two_different_numbers(capsys):
+    """It once read "should be … 1500; got 1500": the message showed case N = 4 whatever case was wrong, rounded."""
+    out = run(capsys, checks.check_ring_allreduce_bytes, lambda n, w: 2 * (w - 1) / w * n + 0.01 * (w == 8))[1]
+    assert "ring_allreduce_bytes(800, 8) should be 1400; your function returned 1400.01." in out, out

@@ -3,7 +3,9 @@
 Each `check_<exercise>(fn)` calls the learner's function on known inputs, prints one verdict, and
 returns the function the notebook should go on with: the learner's if it passed, otherwise the
 package's reference (and says so), so an unfinished exercise never breaks the cells below it.
-A checker never raises and prints nothing that changes from run to run.
+A checker never raises and prints nothing that changes from run to run. It gives the whole check at most
+core.TIME_LIMIT_S seconds, leaves torch's RNG and default dtype as they were, and turns exit() into a ❌; only
+KeyboardInterrupt (the stop button) still stops the cell, as the learner asked (core.py says how).
 
 One module per notebook (nb00.py for 00_start_here, nb01.py, ...). Every `check_*` function of those
 modules is made available here, so a notebook calls `checks.check_perplexity(perplexity)`.

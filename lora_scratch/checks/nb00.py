@@ -1,30 +1,13 @@
 """Checkers for 00_start_here: perplexity, count_trainable."""
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 
 import torch.nn as nn
 
-from .core import FAIL, PASS, Verdict, call_safely, is_number, numbers_from, report
-
-
-def plain_numbers(verdict: Verdict, fn: Callable, *probe) -> tuple[Verdict, Callable]:
-    """After a pass, a learner's function that returns a 0-dim tensor (or a NumPy scalar) is wrapped to return
-    a Python number: the notebooks round() and format its results, which a tensor does not support.
-    Used by the checkers of nb00-nb04; `probe` is one set of arguments to look at the result's type."""
-    value, problem = call_safely(fn, *probe)
-    if verdict.status != PASS or problem or not (hasattr(value, "item") and getattr(value, "ndim", 1) == 0):
-        return verdict, fn
-
-    @functools.wraps(fn)
-    def as_number(*args):
-        result = fn(*args)
-        return result.item() if hasattr(result, "item") and getattr(result, "ndim", 1) == 0 else result
-
-    note = f" (It returns a {type(value).__name__}; from here on its result is turned into a Python number.)"
-    return Verdict(PASS, verdict.message + note), as_number
+from .answers import as_whole, first_wrong, numbers_from, shown, whole_problem
+from .core import FAIL, PASS, Verdict, call_safely, report
 
 
 def _perplexity_verdict(fn: Callable) -> Verdict:
@@ -45,14 +28,16 @@ def _perplexity_verdict(fn: Callable) -> Verdict:
     if close(lambda x: math.exp(-x)):
         return Verdict(FAIL, "you computed e ** (-loss), which is the average probability, not the "
                              "perplexity; drop the minus sign.")
-    return Verdict(FAIL, f"perplexity(1.0) should be e ≈ 2.718, your function returned {got[1]:.4g}.")
+    i = first_wrong(got, [math.exp(x) for x in losses])
+    g, w = shown(got[i], math.exp(losses[i]))
+    return Verdict(FAIL, f"perplexity({losses[i]:g}) should be e ** {losses[i]:g} = {w}, your function returned {g}.")
 
 
 def check_perplexity(fn: Callable) -> Callable:
     from ..train import perplexity
 
-    return report("perplexity", *plain_numbers(_perplexity_verdict(fn), fn, 1.0), perplexity,
-                  "lora_scratch.train.perplexity")
+    return report("perplexity", lambda: _perplexity_verdict(fn), fn, perplexity, "lora_scratch.train.perplexity",
+                  probe=(1.0,))
 
 
 def _toy_model() -> nn.Module:
@@ -67,9 +52,10 @@ def _count_trainable_verdict(fn: Callable) -> Verdict:
     value, problem = call_safely(fn, _toy_model())
     if problem:
         return problem
-    if not is_number(value) or float(value) != int(float(value)):
-        return Verdict(FAIL, f"return a whole number (an int), got {value!r} of type {type(value).__name__}.")
-    value = int(float(value))
+    problem = whole_problem(value, "count_trainable(model)")
+    if problem:
+        return problem
+    value = as_whole(value)
     if value == 22:
         return Verdict(PASS, "correct: only parameters with requires_grad=True are counted.")
     if value == 132:
@@ -90,5 +76,5 @@ def check_count_trainable(fn: Callable) -> Callable:
     def reference(model: nn.Module) -> int:
         return count_params(model, trainable_only=True)
 
-    return report("count_trainable", *plain_numbers(_count_trainable_verdict(fn), fn, _toy_model()), reference,
-                  "lora_scratch.counting.count_params(model, trainable_only=True)")
+    return report("count_trainable", lambda: _count_trainable_verdict(fn), fn, reference,
+                  "lora_scratch.counting.count_params", probe=lambda: (_toy_model(),))

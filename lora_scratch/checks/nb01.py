@@ -6,8 +6,18 @@ from collections.abc import Callable
 
 import torch
 
-from .core import FAIL, PASS, Verdict, call_safely, is_number, report
-from .nb00 import plain_numbers
+from .answers import (
+    as_number,
+    as_whole,
+    call_with_copies,
+    device_dtype_problem,
+    first_wrong,
+    not_a_tensor,
+    number_problem,
+    shown,
+    whole_problem,
+)
+from .core import FAIL, PASS, Verdict, call_safely, report
 
 # ---------------------------------------------------------------- factored_params(d, k, r)
 
@@ -20,9 +30,10 @@ def _factored_params_verdict(fn: Callable) -> Verdict:
         value, problem = call_safely(fn, d, k, r)
         if problem:
             return problem
-        if not is_number(value) or float(value) != int(float(value)):
-            return Verdict(FAIL, f"factored_params({d}, {k}, {r}) returned {value!r}; return a whole number (int).")
-        got.append(int(float(value)))
+        problem = whole_problem(value, f"factored_params({d}, {k}, {r})", "a whole number, an int")
+        if problem:
+            return problem
+        got.append(as_whole(value))
     matches = lambda f: all(g == f(d, k, r) for g, (d, k, r) in zip(got, _PARAM_CASES))  # noqa: E731
     if matches(lambda d, k, r: (d + k) * r):
         return Verdict(PASS, "correct: B (d, r) holds d·r numbers and A (r, k) holds r·k, so (d + k)·r.")
@@ -39,8 +50,10 @@ def _factored_params_verdict(fn: Callable) -> Verdict:
     for wrong, hint in mistakes:
         if matches(wrong):
             return Verdict(FAIL, hint)
-    return Verdict(FAIL, f"factored_params(768, 768, 4) should be (768 + 768)·4 = 6144, your function returned "
-                         f"{got[0]}.")
+    i = next(i for i, (g, (d, k, r)) in enumerate(zip(got, _PARAM_CASES)) if g != (d + k) * r)
+    d, k, r = _PARAM_CASES[i]
+    return Verdict(FAIL, f"factored_params({d}, {k}, {r}) should be ({d} + {k})·{r} = {(d + k) * r}, your function "
+                         f"returned {got[i]}.")
 
 
 def check_factored_params(fn: Callable) -> Callable:
@@ -49,8 +62,8 @@ def check_factored_params(fn: Callable) -> Callable:
     def reference(d: int, k: int, r: int) -> int:
         return lora_params(d_in=k, d_out=d, r=r)
 
-    return report("factored_params", *plain_numbers(_factored_params_verdict(fn), fn, 768, 768, 4), reference,
-                  "lora_scratch.counting.lora_params(d_in=k, d_out=d, r=r)")
+    return report("factored_params", lambda: _factored_params_verdict(fn), fn, reference,
+                  "lora_scratch.counting.lora_params", probe=(768, 768, 4))
 
 
 # ---------------------------------------------------------------- low_rank_approx(M, r)
@@ -84,13 +97,17 @@ def _svd_mistakes(M: torch.Tensor, r: int) -> list[tuple[torch.Tensor, str]]:
 
 def _compare_low_rank(out, M: torch.Tensor, r: int) -> Verdict | None:
     """None if out is the rank-r truncated SVD of M, else a FAIL naming the likely mistake."""
-    if not isinstance(out, torch.Tensor):
-        return Verdict(FAIL, f"return a torch.Tensor, got {type(out).__name__}.")
+    problem = not_a_tensor(out, f"low_rank_approx(M, {r})")
+    if problem:
+        return problem
     if out.shape != M.shape:
         return Verdict(FAIL, f"the approximation must have M's shape {tuple(M.shape)}, got {tuple(out.shape)}: "
                              "multiply all three pieces, U[:, :r] @ torch.diag(S[:r]) @ Vh[:r].")
     if out.dtype != M.dtype:
         return Verdict(FAIL, f"M is {M.dtype}, your result is {out.dtype}: return the same dtype as M.")
+    problem = device_dtype_problem(out, M, f"low_rank_approx(M, {r})")
+    if problem:
+        return problem
     U, S, Vh = torch.linalg.svd(M.double(), full_matrices=False)
     want = U[:, :r] @ torch.diag(S[:r]) @ Vh[:r]
     if torch.allclose(out.double(), want, atol=1e-4):
@@ -106,7 +123,7 @@ def _compare_low_rank(out, M: torch.Tensor, r: int) -> Verdict | None:
 def _low_rank_verdict(fn: Callable) -> Verdict:
     M = _test_matrix()
     for r in (3, 1):
-        out, problem = call_safely(fn, M.clone(), r)
+        out, problem = call_with_copies(fn, (M, r), ("M", "r"))
         problem = problem or _compare_low_rank(out, M, r)
         if problem:
             return problem
@@ -116,7 +133,7 @@ def _low_rank_verdict(fn: Callable) -> Verdict:
 def check_low_rank_approx(fn: Callable) -> Callable:
     from ..linalg import low_rank_approx
 
-    return report("low_rank_approx", _low_rank_verdict(fn), fn, low_rank_approx,
+    return report("low_rank_approx", lambda: _low_rank_verdict(fn), fn, low_rank_approx,
                   "lora_scratch.linalg.low_rank_approx")
 
 
@@ -126,17 +143,16 @@ def check_low_rank_approx(fn: Callable) -> Callable:
 def _relative_error_verdict(fn: Callable) -> Verdict:
     M = torch.tensor([[3.0, 0.0], [0.0, 4.0]])  # ||M||_F = 5
     M_hat = torch.tensor([[3.0, 0.0], [0.0, 1.0]])  # difference: one entry of 3, ||M - M_hat||_F = 3
-    value, problem = call_safely(fn, M.clone(), M_hat.clone())
+    value, problem = call_with_copies(fn, (M, M_hat), ("M", "M_hat"))
+    problem = problem or number_problem(value, "relative_error(M, M_hat)", "e.g. with float(...)")
     if problem:
         return problem
-    if not is_number(value):
-        return Verdict(FAIL, f"return one number (e.g. with float(...)), got {type(value).__name__}.")
-    value = float(value.item() if hasattr(value, "item") else value)
+    value = float(as_number(value))
     if math.isclose(value, 0.6, rel_tol=1e-5):
-        same, problem = call_safely(fn, M.clone(), M.clone())
+        same, problem = call_with_copies(fn, (M, M), ("M", "M_hat"))
         if problem:
             return problem
-        if is_number(same) and abs(float(same)) < 1e-7:
+        if as_number(same) is not None and abs(float(as_number(same))) < 1e-7:
             return Verdict(PASS, "correct: ||M − M̂||_F / ||M||_F.")
         return Verdict(FAIL, "relative_error(M, M) must be 0.")
     mistakes = [
@@ -157,9 +173,8 @@ def _relative_error_verdict(fn: Callable) -> Verdict:
 def check_relative_error(fn: Callable) -> Callable:
     from ..linalg import relative_error
 
-    return report("relative_error", *plain_numbers(_relative_error_verdict(fn), fn, torch.eye(2), torch.zeros(2, 2)),
-                  relative_error,
-                  "lora_scratch.linalg.relative_error")
+    return report("relative_error", lambda: _relative_error_verdict(fn), fn, relative_error,
+                  "lora_scratch.linalg.relative_error", probe=(torch.eye(2), torch.zeros(2, 2)))
 
 
 # ---------------------------------------------------------------- energy_share(S, r)
@@ -169,12 +184,11 @@ def _energy_share_verdict(fn: Callable) -> Verdict:
     S = torch.tensor([4.0, 3.0, 2.0, 1.0])  # squares 16, 9, 4, 1: total 30
     got = []
     for r in (1, 2):
-        value, problem = call_safely(fn, S.clone(), r)
+        value, problem = call_with_copies(fn, (S, r), ("S", "r"))
+        problem = problem or number_problem(value, f"energy_share(S, {r})", "e.g. with float(...)")
         if problem:
             return problem
-        if not is_number(value):
-            return Verdict(FAIL, f"return one number (e.g. with float(...)), got {type(value).__name__}.")
-        got.append(float(value.item() if hasattr(value, "item") else value))
+        got.append(float(as_number(value)))
     close = lambda pair: all(math.isclose(g, w, rel_tol=1e-5) for g, w in zip(got, pair))  # noqa: E731
     if close((16 / 30, 25 / 30)):
         return Verdict(PASS, "correct: the top-r share of sum s_i², i.e. of ||M||_F².")
@@ -190,11 +204,14 @@ def _energy_share_verdict(fn: Callable) -> Verdict:
     for pair, hint in mistakes:
         if close(pair):
             return Verdict(FAIL, hint)
-    return Verdict(FAIL, f"for S = [4, 3, 2, 1] and r = 1 the share is 16 / 30 ≈ 0.533; you returned {got[0]:.4g}.")
+    i = first_wrong(got, [16 / 30, 25 / 30], rel_tol=1e-5)
+    g, w = shown(got[i], [16 / 30, 25 / 30][i])
+    return Verdict(FAIL, f"for S = [4, 3, 2, 1] and r = {i + 1} the share is {[16, 25][i]} / 30 = {w}; you returned "
+                         f"{g}.")
 
 
 def check_energy_share(fn: Callable) -> Callable:
     from ..linalg import energy_share
 
-    return report("energy_share", *plain_numbers(_energy_share_verdict(fn), fn, torch.tensor([4.0, 3.0, 2.0, 1.0]), 1),
-                  energy_share, "lora_scratch.linalg.energy_share")
+    return report("energy_share", lambda: _energy_share_verdict(fn), fn, energy_share,
+                  "lora_scratch.linalg.energy_share", probe=(torch.tensor([4.0, 3.0, 2.0, 1.0]), 1))

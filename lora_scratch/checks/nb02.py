@@ -12,8 +12,17 @@ import torch
 
 from ..counting import GB, checkpoint_gb
 from ..linalg import delta_weights, rank_for_share
-from .core import FAIL, PASS, Verdict, call_safely, is_number, numbers_from, report
-from .nb00 import plain_numbers
+from .answers import (
+    as_whole,
+    call_with_copies,
+    device_dtype_problem,
+    mismatch,
+    none_hint,
+    numbers_from,
+    same,
+    whole_problem,
+)
+from .core import FAIL, PASS, Verdict, call_safely, describe, report
 
 # ---- checkpoint_gb ----
 
@@ -49,12 +58,12 @@ def _checkpoint_gb_verdict(fn: Callable) -> Verdict:
     hint = _size_mistake(got)
     if hint:
         return Verdict(FAIL, hint)
-    return Verdict(FAIL, f"checkpoint_gb(175e9, 16) should be 350.0 (GB), your function returned {got[0]:.6g}.")
+    return Verdict(FAIL, mismatch("checkpoint_gb", _SIZES, got, [checkpoint_gb(n, b) for n, b in _SIZES], " GB"))
 
 
 def check_checkpoint_gb(fn: Callable) -> Callable:
-    return report("checkpoint_gb", *plain_numbers(_checkpoint_gb_verdict(fn), fn, *_SIZES[0]), checkpoint_gb,
-                  "lora_scratch.counting.checkpoint_gb")
+    return report("checkpoint_gb", lambda: _checkpoint_gb_verdict(fn), fn, checkpoint_gb,
+                  "lora_scratch.counting.checkpoint_gb", probe=_SIZES[0])
 
 
 # ---- delta_weights ----
@@ -72,11 +81,14 @@ def _delta_values_verdict(got: dict, base: dict, ft: dict, names: list[str]) -> 
     for name in names:
         d = got[name]
         if not isinstance(d, torch.Tensor):
-            return Verdict(FAIL, f"the value for {name!r} is a {type(d).__name__}; it should be a tensor.")
+            return Verdict(FAIL, f"the value for {name!r} is {describe(d)}; it should be a tensor.")
         if d.shape != base[name].shape:
             return Verdict(FAIL, f"ΔW for {name!r} has shape {tuple(d.shape)}, expected {tuple(base[name].shape)} "
                                  "(the same shape as the weight; no transpose, no flattening).")
-        d = d.detach().float()
+        problem = device_dtype_problem(d, base[name], f"ΔW for {name!r}")
+        if problem:
+            return problem
+        d = d.detach()
         if torch.allclose(d, base[name] - ft[name], atol=1e-6):
             return Verdict(FAIL, "the sign is flipped: ΔW = W_ft − W_base (fine-tuned minus base), so that "
                                  "W_base + ΔW = W_ft.")
@@ -94,8 +106,8 @@ def _delta_weights_verdict(fn: Callable) -> Verdict:
     if problem:
         return problem
     if not isinstance(got, dict):
-        return Verdict(FAIL, f"return a dict {{name: ΔW tensor}}, got a {type(got).__name__}.")
-    if any(not torch.equal(s[k], c[k]) for s, c in ((base, base_copy), (ft, ft_copy)) for k in s):
+        return Verdict(FAIL, f"return a dict {{name: ΔW tensor}}, got {describe(got)}{none_hint(got)}.")
+    if not (same(base, base_copy) and same(ft, ft_copy)):
         return Verdict(FAIL, "you changed a state dict in place (e.g. `ft[name] -= base[name]` or `.sub_`): "
                              "the fine-tuned weights are gone. Compute `ft[name] - base[name]`, a new tensor.")
     if set(got) != set(names):
@@ -108,7 +120,7 @@ def _delta_weights_verdict(fn: Callable) -> Verdict:
 
 
 def check_delta_weights(fn: Callable) -> Callable:
-    return report("delta_weights", _delta_weights_verdict(fn), fn, delta_weights,
+    return report("delta_weights", lambda: _delta_weights_verdict(fn), fn, delta_weights,
                   "lora_scratch.linalg.delta_weights")
 
 
@@ -140,23 +152,26 @@ def _rank_mistake(got: list[int]) -> str | None:
 def _rank_for_share_verdict(fn: Callable) -> Verdict:
     got = []
     for values, share in _CASES:
-        value, problem = call_safely(fn, torch.tensor(values, dtype=torch.float64), share)
+        value, problem = call_with_copies(fn, (torch.tensor(values, dtype=torch.float64), share), ("S", "share"))
+        problem = problem or whole_problem(value, f"rank_for_share(S, {share:g})",
+                                           "a whole number of directions, an int")
         if problem:
             return problem
-        if not is_number(value) or float(value) != int(float(value)):
-            return Verdict(FAIL, f"return a whole number of directions (an int), got {value!r}.")
-        got.append(int(float(value)))
+        got.append(as_whole(value))
     right = [rank_for_share(torch.tensor(v, dtype=torch.float64), q) for v, q in _CASES]
     if got == right:
         return Verdict(PASS, "correct: the first r whose energy share E(r) = Σ_{i≤r} s_i² / Σ s_i² reaches the share.")
     hint = _rank_mistake(got)
     if hint:
         return Verdict(FAIL, hint)
-    return Verdict(FAIL, f"for S = [4, 3, 2, 1] and share 0.9 the answer is 3 (E(2) = 25/30, E(3) = 29/30); "
-                         f"your function returned {got[1]}.")
+    i = next(i for i, (g, w) in enumerate(zip(got, right)) if g != w)
+    S, share = _CASES[i]
+    values = ", ".join(f"{x:g}" for x in S)
+    return Verdict(FAIL, f"for S = [{values}] and share {share:g} the answer is {right[i]} (the first r whose E(r) "
+                         f"reaches the share); your function returned {got[i]}.")
 
 
 def check_rank_for_share(fn: Callable) -> Callable:
     probe = (torch.tensor([4.0, 3.0, 2.0, 1.0]), 0.9)
-    return report("rank_for_share", *plain_numbers(_rank_for_share_verdict(fn), fn, *probe), rank_for_share,
-                  "lora_scratch.linalg.rank_for_share")
+    return report("rank_for_share", lambda: _rank_for_share_verdict(fn), fn, rank_for_share,
+                  "lora_scratch.linalg.rank_for_share", probe=probe)

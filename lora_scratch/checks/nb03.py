@@ -5,21 +5,15 @@ typical mistakes (each written out below as a function) to name the one the lear
 """
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable
 
 from ..gpt import GPTConfig
-from .core import FAIL, PASS, Verdict, call_safely, is_number, report
-from .nb00 import plain_numbers
+from .answers import as_whole, whole_problem
+from .core import FAIL, PASS, Verdict, call_safely, report
 
 Mistakes = list[tuple[Callable, str]]
-
-
-def _whole(value) -> int | None:
-    """The learner's answer as an int, or None if it is not a whole number."""
-    if not is_number(value):
-        return None
-    value = value.item() if hasattr(value, "item") else value
-    return int(value) if float(value) == int(value) else None
 
 
 def _verdict(fn: Callable, cases: list[tuple], reference: Callable, mistakes: Mistakes, shown: Callable,
@@ -27,14 +21,11 @@ def _verdict(fn: Callable, cases: list[tuple], reference: Callable, mistakes: Mi
     """Run fn on every case; PASS if all match the reference, else name the first mistake that fits."""
     got = []
     for args in cases:
-        value, problem = call_safely(fn, *args)
+        value, problem = call_safely(fn, *copy.deepcopy(args))  # copies: these cases serve the whole session
+        problem = problem or whole_problem(value, f"for {shown(args)} your function")
         if problem:
             return problem
-        count = _whole(value)
-        if count is None:
-            return Verdict(FAIL, f"for {shown(args)} your function returned {value!r} "
-                                 f"({type(value).__name__}); return a whole number (an int).")
-        got.append(count)
+        got.append(as_whole(value))
     expected = [reference(*args) for args in cases]
     if got == expected:
         return Verdict(PASS, success)
@@ -62,11 +53,11 @@ LINEAR_MISTAKES: Mistakes = [
 def check_linear_params(fn: Callable) -> Callable:
     from ..counting import linear_params
 
-    verdict = _verdict(fn, LINEAR_CASES, linear_params, LINEAR_MISTAKES,
-                       lambda a: f"linear_params({a[0]}, {a[1]}, bias={a[2]})",
-                       "correct: d_in·d_out weights, plus d_out biases when bias=True.")
-    return report("linear_params", *plain_numbers(verdict, fn, 768, 768, True), linear_params,
-                  "lora_scratch.counting.linear_params")
+    judge = functools.partial(_verdict, fn, LINEAR_CASES, linear_params, LINEAR_MISTAKES,
+                              lambda a: f"linear_params({a[0]}, {a[1]}, bias={a[2]})",
+                              "correct: d_in·d_out weights, plus d_out biases when bias=True.")
+    return report("linear_params", judge, fn, linear_params, "lora_scratch.counting.linear_params",
+                  probe=(768, 768, True))
 
 
 # ---- lora_params(d_in, d_out, r) -----------------------------------------------------------------
@@ -89,11 +80,10 @@ LORA_MISTAKES: Mistakes = [
 def check_lora_params(fn: Callable) -> Callable:
     from ..counting import lora_params
 
-    verdict = _verdict(fn, LORA_CASES, lora_params, LORA_MISTAKES,
-                       lambda a: f"lora_params({a[0]}, {a[1]}, r={a[2]})",
-                       "correct: A (r, d_in) plus B (d_out, r) = (d_in + d_out)·r.")
-    return report("lora_params", *plain_numbers(verdict, fn, 768, 768, 4), lora_params,
-                  "lora_scratch.counting.lora_params")
+    judge = functools.partial(_verdict, fn, LORA_CASES, lora_params, LORA_MISTAKES,
+                              lambda a: f"lora_params({a[0]}, {a[1]}, r={a[2]})",
+                              "correct: A (r, d_in) plus B (d_out, r) = (d_in + d_out)·r.")
+    return report("lora_params", judge, fn, lora_params, "lora_scratch.counting.lora_params", probe=(768, 768, 4))
 
 
 # ---- gpt_params(cfg) -----------------------------------------------------------------------------
@@ -135,12 +125,12 @@ GPT_MISTAKES: Mistakes = [
 def check_gpt_params(fn: Callable) -> Callable:
     from ..counting import gpt_params
 
-    verdict = _verdict(fn, GPT_CASES, gpt_params, GPT_MISTAKES,
-                       lambda a: f"GPTConfig(n_layer={a[0].n_layer}, n_embd={a[0].n_embd}, "
-                                 f"vocab_size={a[0].vocab_size}, block_size={a[0].block_size})",
-                       "correct: embeddings + n_layer blocks + ln_f, and the tied head adds nothing.")
-    return report("gpt_params", *plain_numbers(verdict, fn, GPTConfig.gpt2_small()), gpt_params,
-                  "lora_scratch.counting.gpt_params")
+    judge = functools.partial(_verdict, fn, GPT_CASES, gpt_params, GPT_MISTAKES,
+                              lambda a: f"GPTConfig(n_layer={a[0].n_layer}, n_embd={a[0].n_embd}, "
+                                        f"vocab_size={a[0].vocab_size}, block_size={a[0].block_size})",
+                              "correct: embeddings + n_layer blocks + ln_f, and the tied head adds nothing.")
+    return report("gpt_params", judge, fn, gpt_params, "lora_scratch.counting.gpt_params",
+                  probe=(GPTConfig.gpt2_small(),))
 
 
 # ---- lora_budget(cfg, targets, r) ----------------------------------------------------------------
@@ -177,8 +167,8 @@ BUDGET_MISTAKES: Mistakes = [
 def check_lora_budget(fn: Callable) -> Callable:
     from ..counting import lora_budget
 
-    verdict = _verdict(fn, BUDGET_CASES, lora_budget, BUDGET_MISTAKES,
-                       lambda a: f"n_layer={a[0].n_layer}, n_embd={a[0].n_embd}, targets={a[1]}, r={a[2]}",
-                       "correct: n_layer × Σ over the targets of (d_in + d_out)·r.")
-    return report("lora_budget", *plain_numbers(verdict, fn, GPTConfig.gpt2_small(), ["q_proj", "v_proj"], 4),
-                  lora_budget, "lora_scratch.counting.lora_budget")
+    judge = functools.partial(_verdict, fn, BUDGET_CASES, lora_budget, BUDGET_MISTAKES,
+                              lambda a: f"n_layer={a[0].n_layer}, n_embd={a[0].n_embd}, targets={a[1]}, r={a[2]}",
+                              "correct: n_layer × Σ over the targets of (d_in + d_out)·r.")
+    return report("lora_budget", judge, fn, lora_budget, "lora_scratch.counting.lora_budget",
+                  probe=(GPTConfig.gpt2_small(), ["q_proj", "v_proj"], 4))

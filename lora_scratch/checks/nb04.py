@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .core import FAIL, PASS, Verdict, numbers_from, report
-from .nb00 import plain_numbers
+from .answers import mismatch, numbers_from, shown
+from .core import FAIL, PASS, Verdict, report
 
 PRECISIONS = ("fp32", "bf16", "mixed")
 OPTIMIZERS = ("adam", "sgd_momentum", "sgd")
@@ -38,14 +38,15 @@ def _adam_verdict(fn: Callable) -> Verdict:
     for rule, hint in ADAM_MISTAKES:
         if _matches(got, ADAM_CASES, rule):
             return Verdict(FAIL, hint)
-    return Verdict(FAIL, f"adam_state_bytes(1000, 4) should be 8000 (2 states x 1000 x 4 bytes), got {got[0]:g}.")
+    return Verdict(FAIL, mismatch("adam_state_bytes", ADAM_CASES, got, [2 * n * b for n, b in ADAM_CASES])
+                   + " Adam keeps 2 states (m and v) x n_params x bytes_per_value.")
 
 
 def check_adam_state_bytes(fn: Callable) -> Callable:
     from ..memory import adam_state_bytes
 
-    return report("adam_state_bytes", *plain_numbers(_adam_verdict(fn), fn, 1000, 4), adam_state_bytes,
-                  "lora_scratch.memory.adam_state_bytes")
+    return report("adam_state_bytes", lambda: _adam_verdict(fn), fn, adam_state_bytes,
+                  "lora_scratch.memory.adam_state_bytes", probe=(1000, 4))
 
 
 BYTES = {"fp32": (4, 4, 4, 0), "bf16": (2, 2, 2, 0), "mixed": (2, 2, 4, 4)}  # weight, grad, state, master
@@ -74,6 +75,15 @@ TRAINING_MISTAKES = [
 ]
 
 
+def _wrong_cells(got: list[float]) -> list[str]:
+    cells = []
+    for g, (p, o) in zip(got, TRAINING_CASES):
+        if not math.isclose(g, _rule()(p, o)):
+            shown_got, shown_want = shown(g, _rule()(p, o))
+            cells.append(f"{p}/{o}: {shown_got} (expected {shown_want})")
+    return cells
+
+
 def _training_verdict(fn: Callable) -> Verdict:
     got, problem = numbers_from(fn, TRAINING_CASES, "training_bytes_per_param", "bytes per parameter")
     if problem:
@@ -83,8 +93,7 @@ def _training_verdict(fn: Callable) -> Verdict:
     for rule, hint in TRAINING_MISTAKES:
         if _matches(got, TRAINING_CASES, rule):
             return Verdict(FAIL, hint)
-    wrong = [f"{p}/{o}: {g:g} (expected {_rule()(p, o):g})" for g, (p, o) in zip(got, TRAINING_CASES)
-             if not math.isclose(g, _rule()(p, o))]
+    wrong = _wrong_cells(got)
     return Verdict(FAIL, "wrong for " + "; ".join(wrong[:3]) + ". Use the table: weight + gradient + master "
                          "copy (mixed only) + states x bytes per state.")
 
@@ -92,9 +101,8 @@ def _training_verdict(fn: Callable) -> Verdict:
 def check_training_bytes_per_param(fn: Callable) -> Callable:
     from ..memory import training_bytes_per_param
 
-    return report("training_bytes_per_param", *plain_numbers(_training_verdict(fn), fn, "fp32", "adam"),
-                  training_bytes_per_param,
-                  "lora_scratch.memory.training_bytes_per_param")
+    return report("training_bytes_per_param", lambda: _training_verdict(fn), fn, training_bytes_per_param,
+                  "lora_scratch.memory.training_bytes_per_param", probe=("fp32", "adam"))
 
 
 SAVING_CASES = [(124_439_808, 294_912, 102_117_892.0), (1_000_000, 10_000, 0.0), (1_000_000, 10_000, 5e7),
@@ -127,13 +135,12 @@ def _saving_verdict(fn: Callable) -> Verdict:
     for rule, hint in SAVING_MISTAKES:
         if _matches(got, SAVING_CASES, rule):
             return Verdict(FAIL, hint)
-    return Verdict(FAIL, f"lora_memory_saving(1_000_000, 10_000, 0.0) should be {_lora_saving(1e6, 1e4, 0):.4f}, "
-                         f"got {got[1]:.4g}. Full: 16·P + act; LoRA: 4·P + 16·n_lora + act.")
+    return Verdict(FAIL, mismatch("lora_memory_saving", SAVING_CASES, got, [_lora_saving(*c) for c in SAVING_CASES])
+                   + " Full: 16·P + act; LoRA: 4·P + 16·n_lora + act.")
 
 
 def check_lora_memory_saving(fn: Callable) -> Callable:
     from ..memory import lora_memory_saving
 
-    return report("lora_memory_saving", *plain_numbers(_saving_verdict(fn), fn, 1_000_000, 10_000, 0.0),
-                  lora_memory_saving,
-                  "lora_scratch.memory.lora_memory_saving")
+    return report("lora_memory_saving", lambda: _saving_verdict(fn), fn, lora_memory_saving,
+                  "lora_scratch.memory.lora_memory_saving", probe=(1_000_000, 10_000, 0.0))

@@ -5,7 +5,8 @@ from collections.abc import Callable
 
 import torch
 
-from .core import FAIL, PASS, Verdict, call_safely, report
+from .answers import device_dtype_problem, none_hint, not_a_tensor
+from .core import FAIL, PASS, Verdict, call_safely, describe, report
 
 _ORDER_HINT = ("check the order and the transposes: x (…, in) @ A.T (in, r) @ B.T (r, out), and ΔW = B @ A "
                "is (out, in) like W.")
@@ -25,13 +26,27 @@ def _with_shape_hint(problem: Verdict) -> Verdict:
 # ---------------------------------------------------------------- init_lora(in_features, out_features, r)
 
 
+def _init_dtype_device_problem(A: torch.Tensor, B: torch.Tensor) -> Verdict | None:
+    """The cells below compute x @ A.T with a float32 x on the CPU: A and B must match it."""
+    if not (A.is_floating_point() and B.is_floating_point()):
+        return Verdict(FAIL, f"A and B must be float tensors, got {A.dtype} and {B.dtype}.")
+    if A.device.type != "cpu" or B.device.type != "cpu":
+        return Verdict(FAIL, f"A is on {A.device} and B on {B.device}: create them on the CPU, where the layer's W and "
+                             "x are (no device= or .to(...) here), or x @ A.T below fails.")
+    if A.dtype != torch.float32 or B.dtype != torch.float32:
+        return Verdict(FAIL, f"A is {A.dtype} and B is {B.dtype}, but the layer's W and x are torch.float32: x @ A.T "
+                             "below would fail (both sides of @ need one dtype). Create them without a dtype= (float32 "
+                             "is the default) and without .double().")
+    return None
+
+
 def _init_lora_verdict(fn: Callable) -> Verdict:
     n_in, n_out, r = 12, 5, 3
     value, problem = call_safely(fn, n_in, n_out, r)
     if problem:
         return problem
     if not _is_tensor_pair(value):
-        return Verdict(FAIL, f"return the pair (A, B) of two tensors, got {type(value).__name__}.")
+        return Verdict(FAIL, f"return the pair (A, B) of two tensors, got {describe(value)}{none_hint(value)}.")
     A, B = value
     shapes = (tuple(A.shape), tuple(B.shape))
     if shapes == ((n_out, r), (r, n_in)):
@@ -42,8 +57,9 @@ def _init_lora_verdict(fn: Callable) -> Verdict:
     if shapes != ((r, n_in), (n_out, r)):
         return Verdict(FAIL, f"init_lora({n_in}, {n_out}, {r}) should give A (3, 12) and B (5, 3); "
                              f"got A {shapes[0]} and B {shapes[1]}.")
-    if not (A.is_floating_point() and B.is_floating_point()):
-        return Verdict(FAIL, f"A and B must be float tensors, got {A.dtype} and {B.dtype}.")
+    problem = _init_dtype_device_problem(A, B)
+    if problem:
+        return problem
     a_zero, b_zero = bool((A == 0).all()), bool((B == 0).all())
     if a_zero and b_zero:
         return Verdict(FAIL, "both A and B are zero. Then BA = 0 as wanted, but the gradient of B is "
@@ -53,8 +69,7 @@ def _init_lora_verdict(fn: Callable) -> Verdict:
     if a_zero:
         return Verdict(FAIL, "you made A zero and B random. BA = 0 holds, but the convention (paper §4.1, loralib, "
                              "PEFT) is the other way round: B zero, A random. Follow it so adapters stay compatible.")
-    largest = float(A.abs().max())
-    if not a_zero and not (bool(torch.isfinite(A).all()) and 1e-4 < largest < 10):
+    if not (bool(torch.isfinite(A).all()) and 1e-4 < float(A.abs().max()) < 10):  # A is not zero here
         return Verdict(FAIL, "A looks uninitialised (entries that are NaN, huge or almost 0): torch.empty only "
                              "reserves memory and keeps whatever was there. Fill it: "
                              "nn.init.kaiming_uniform_(A, a=5 ** 0.5).")
@@ -70,7 +85,7 @@ def _init_lora_verdict(fn: Callable) -> Verdict:
 def check_init_lora(fn: Callable) -> Callable:
     from ..toy import init_lora
 
-    return report("init_lora", _init_lora_verdict(fn), fn, init_lora, "lora_scratch.toy.init_lora")
+    return report("init_lora", lambda: _init_lora_verdict(fn), fn, init_lora, "lora_scratch.toy.init_lora")
 
 
 # ---------------------------------------------------------------- lora_forward(x, W, b, A, B, alpha, r)
@@ -116,11 +131,15 @@ def _lora_forward_verdict(fn: Callable) -> Verdict:
                                  "_ method). Build the output as a new tensor: the caller still needs its inputs.")
         x, W, b, A, B, alpha, r = case
         expected = x @ W.T + b + (alpha / r) * (x @ A.T @ B.T)
-        if not isinstance(value, torch.Tensor):
-            return Verdict(FAIL, f"return a tensor, got {type(value).__name__}.")
+        problem = not_a_tensor(value, f"lora_forward for x of shape {tuple(x.shape)}")
+        if problem:
+            return problem
         if value.shape != expected.shape:
             return Verdict(FAIL, f"for x of shape {tuple(x.shape)} the output should be {tuple(expected.shape)} "
                                  f"(…, out), got {tuple(value.shape)}; {_ORDER_HINT}")
+        problem = device_dtype_problem(value, expected, f"the output for x of shape {tuple(x.shape)}")
+        if problem:
+            return problem
         if not torch.allclose(value, expected, atol=1e-5):
             for wrong, hint in _forward_mistakes(*case):
                 if torch.allclose(value, wrong, atol=1e-5):
@@ -132,7 +151,7 @@ def _lora_forward_verdict(fn: Callable) -> Verdict:
 def check_lora_forward(fn: Callable) -> Callable:
     from ..toy import lora_forward
 
-    return report("lora_forward", _lora_forward_verdict(fn), fn, lora_forward, "lora_scratch.toy.lora_forward")
+    return report("lora_forward", lambda: _lora_forward_verdict(fn), fn, lora_forward, "lora_scratch.toy.lora_forward")
 
 
 # ---------------------------------------------------------------- merged_weight(W, A, B, alpha, r)
@@ -140,18 +159,25 @@ def check_lora_forward(fn: Callable) -> Callable:
 
 def _merge_weight_verdict(fn: Callable) -> Verdict:
     _, W, _, A, B, alpha, r = _forward_case((1,))
-    W_before = W.clone()
-    value, problem = call_safely(fn, W, A, B, alpha, r)
+    given = (W.clone(), A.clone(), B.clone())
+    value, problem = call_safely(fn, *given, alpha, r)
     if problem:
         return _with_shape_hint(problem)
-    if not isinstance(value, torch.Tensor):
-        return Verdict(FAIL, f"return a tensor, got {type(value).__name__}.")
-    if not torch.equal(W, W_before):
+    if not torch.equal(given[0], W):
         return Verdict(FAIL, "your function changed W in place (W += …). Return a new matrix W + ΔW and leave W "
                              "alone: the frozen base must stay recoverable.")
+    if not (torch.equal(given[1], A) and torch.equal(given[2], B)):
+        return Verdict(FAIL, "your function changed A or B in place (an _ method, or A *= …): the adapter must "
+                             "stay as it was. Compute W + (alpha / r) · B @ A as a new tensor.")
+    problem = not_a_tensor(value, "merged_weight(W, A, B, alpha, r)")
+    if problem:
+        return problem
     if value.shape != W.shape:
         return Verdict(FAIL, f"the merged weight must have W's shape {tuple(W.shape)} (out, in), got "
                              f"{tuple(value.shape)}; {_ORDER_HINT}")
+    problem = device_dtype_problem(value, W, "the merged weight")
+    if problem:
+        return problem
     delta = B @ A
     mistakes = [
         (W + delta, f"you forgot the scaling (or wrote alpha // r, which rounds {alpha:g} / {r} down to "
@@ -172,5 +198,6 @@ def _merge_weight_verdict(fn: Callable) -> Verdict:
 def check_merged_weight(fn: Callable) -> Callable:
     from ..toy import merged_weight
 
-    return report("merged_weight", _merge_weight_verdict(fn), fn, merged_weight, "lora_scratch.toy.merged_weight")
+    return report("merged_weight", lambda: _merge_weight_verdict(fn), fn, merged_weight,
+                  "lora_scratch.toy.merged_weight")
 

@@ -13,16 +13,20 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .core import FAIL, PASS, Verdict, call_safely, report
+from .answers import device_dtype_problem, device_problem, none_hint
+from .core import FAIL, PASS, Verdict, call_safely, describe, report
 
 Mistakes = list[tuple[Callable, str]]
 
 
-def _tensor_problem(value, shape: tuple[int, ...], what: str) -> Verdict | None:
-    """A FAIL if value is not a tensor of the expected shape, else None."""
+def _tensor_problem(value, shape: tuple[int, ...] | None, what: str) -> Verdict | None:
+    """A FAIL if value is not a CPU tensor (of the expected shape, when one is given), else None."""
     if not isinstance(value, torch.Tensor):
-        return Verdict(FAIL, f"{what} returned a {type(value).__name__}; return a torch.Tensor.")
-    if tuple(value.shape) != shape:
+        return Verdict(FAIL, f"{what} returned {describe(value)}{none_hint(value)}; return a torch.Tensor.")
+    problem = device_problem(value, "cpu", what)
+    if problem:
+        return problem
+    if shape is not None and tuple(value.shape) != shape:
         return Verdict(FAIL, f"{what} should have shape {shape}, yours has {tuple(value.shape)}.")
     return None
 
@@ -54,6 +58,30 @@ def _encode_problem(text: str, problem: Verdict) -> Verdict:
     return problem
 
 
+def _encode_answer_problem(text: str, value, expected: torch.Tensor) -> Verdict | None:
+    if isinstance(value, (list, tuple, bytes)):
+        return Verdict(FAIL, f"encode({text!r}) returned a {type(value).__name__}; return a 1-D torch.Tensor "
+                             "(torch.tensor(list(...), dtype=torch.long)).")
+    problem = _tensor_problem(value, None, f"encode({text!r})")
+    if problem:
+        return problem
+    if value.tolist() == [ord(c) for c in text] != expected.tolist():
+        return Verdict(FAIL, "you wrote one id per character (ord() or latin-1): 'æ' became 230, but its UTF-8 "
+                             "bytes are 195 and 166, and '✓' (10003) does not fit 256 ids at all. "
+                             "Use text.encode('utf-8').")
+    problem = _tensor_problem(value, tuple(expected.shape), f"encode({text!r})")
+    if problem:
+        return problem
+    if value.dtype != torch.long:
+        why = (" (torch.tensor([]) has no number to infer an integer type from, so it makes float32)"
+               if text == "" and value.is_floating_point() else "")
+        return Verdict(FAIL, f"encode({text!r}) returned dtype {value.dtype}{why}; nn.Embedding looks up int64 "
+                             "ids, so pass dtype=torch.long.")
+    if not torch.equal(value, expected):
+        return Verdict(FAIL, f"encode({text!r}) should be {expected.tolist()}, yours is {value.tolist()}.")
+    return None
+
+
 def _encode_verdict(fn: Callable) -> Verdict:
     from ..data import encode
 
@@ -61,31 +89,16 @@ def _encode_verdict(fn: Callable) -> Verdict:
         value, problem = call_safely(fn, text)
         if problem:
             return _encode_problem(text, problem)
-        expected = encode(text)
-        if isinstance(value, (list, tuple, bytes)):
-            return Verdict(FAIL, f"encode({text!r}) returned a {type(value).__name__}; return a 1-D torch.Tensor "
-                                 "(torch.tensor(list(...), dtype=torch.long)).")
-        if isinstance(value, torch.Tensor) and value.tolist() == [ord(c) for c in text] != expected.tolist():
-            return Verdict(FAIL, "you wrote one id per character (ord() or latin-1): 'æ' became 230, but its UTF-8 "
-                                 "bytes are 195 and 166, and '✓' (10003) does not fit 256 ids at all. "
-                                 "Use text.encode('utf-8').")
-        shape_problem = _tensor_problem(value, tuple(expected.shape), f"encode({text!r})")
-        if shape_problem:
-            return shape_problem
-        if value.dtype != torch.long:
-            why = (" (torch.tensor([]) has no number to infer an integer type from, so it makes float32)"
-                   if text == "" and value.is_floating_point() else "")
-            return Verdict(FAIL, f"encode({text!r}) returned dtype {value.dtype}{why}; nn.Embedding looks up int64 "
-                                 "ids, so pass dtype=torch.long.")
-        if not torch.equal(value, expected):
-            return Verdict(FAIL, f"encode({text!r}) should be {expected.tolist()}, yours is {value.tolist()}.")
+        problem = _encode_answer_problem(text, value, encode(text))
+        if problem:
+            return problem
     return Verdict(PASS, "correct: UTF-8 bytes, so any text fits 256 ids and 'æ' becomes two of them.")
 
 
 def check_encode(fn: Callable) -> Callable:
     from ..data import encode
 
-    return report("encode", _encode_verdict(fn), fn, encode, "lora_scratch.data.encode")
+    return report("encode", lambda: _encode_verdict(fn), fn, encode, "lora_scratch.data.encode")
 
 
 # ---- causal_mask(T) -> (T, T) bool, True where query t may attend key s -------------------------
@@ -131,8 +144,8 @@ def _causal_mask_verdict(fn: Callable) -> Verdict:
 
 
 def check_causal_mask(fn: Callable) -> Callable:
-    return report("causal_mask", _causal_mask_verdict(fn), fn, causal_mask_reference,
-                  "torch.ones(T, T, dtype=torch.bool).tril()")
+    return report("causal_mask", lambda: _causal_mask_verdict(fn), fn, causal_mask_reference,
+                  "lora_scratch.checks.nb06.causal_mask_reference")
 
 
 # ---- causal_attention(q, k, v) -> softmax(q kᵀ / √hs + causal mask) v ---------------------------
@@ -216,6 +229,8 @@ def _attention_verdict(fn: Callable) -> Verdict:
     shape_problem = _tensor_problem(value, tuple(q.shape), "causal_attention(q, k, v) with q, k, v (2, 3, 5, 16)")
     if shape_problem:
         return shape_problem
+    if value.dtype != q.dtype:
+        return device_dtype_problem(value, q, "causal_attention's output")
     if torch.allclose(value, attention_reference(q, k, v), atol=1e-5):
         return Verdict(PASS, "correct: softmax(q kᵀ / √hs, masked) v, equal to "
                              "F.scaled_dot_product_attention(q, k, v, is_causal=True).")
@@ -228,8 +243,8 @@ def _attention_verdict(fn: Callable) -> Verdict:
 
 
 def check_causal_attention(fn: Callable) -> Callable:
-    return report("causal_attention", _attention_verdict(fn), fn, attention_reference,
-                  "F.scaled_dot_product_attention(q, k, v, is_causal=True), as in lora_scratch.gpt")
+    return report("causal_attention", lambda: _attention_verdict(fn), fn, attention_reference,
+                  "lora_scratch.checks.nb06.attention_reference")
 
 
 # ---- temperature_softmax(logits, temperature) -> probabilities over the vocabulary --------------
@@ -268,6 +283,8 @@ def _temperature_verdict(fn: Callable) -> Verdict:
         shape_problem = _tensor_problem(value, (3, 256), f"temperature_softmax(logits (3, 256), {t})")
         if shape_problem:
             return shape_problem
+        if value.dtype != logits.dtype:
+            return device_dtype_problem(value, logits, "temperature_softmax's output")
         if torch.allclose(value, temperature_reference(logits, t), atol=1e-6):
             continue
         hint = _first_mistake(value, (logits, t), TEMPERATURE_MISTAKES, atol=1e-6)
@@ -281,5 +298,5 @@ def _temperature_verdict(fn: Callable) -> Verdict:
 
 
 def check_temperature_softmax(fn: Callable) -> Callable:
-    return report("temperature_softmax", _temperature_verdict(fn), fn, temperature_reference,
-                  "F.softmax(logits / temperature, dim=-1), as in GPT.generate")
+    return report("temperature_softmax", lambda: _temperature_verdict(fn), fn, temperature_reference,
+                  "lora_scratch.checks.nb06.temperature_reference")

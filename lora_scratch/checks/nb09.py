@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from .core import FAIL, PASS, Verdict, call_safely, is_number, report
+from .answers import as_number, call_with_copies, device_problem, none_hint, number_problem
+from .core import FAIL, PASS, Verdict, describe, report
 
 # ---------------------------------------------------------------- normal_quantile(p)
 
@@ -25,12 +26,18 @@ def _quantile_mistakes(p: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
 
 
 def _normal_quantile_verdict(fn: Callable) -> Verdict:
-    value, problem = call_safely(fn, _P.clone())
+    value, problem = call_with_copies(fn, (_P,), ("p",))
     if problem:
         return problem
     if not isinstance(value, torch.Tensor) or value.shape != _P.shape:
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else describe(value) + none_hint(value)
         return Verdict(FAIL, f"return a tensor of p's shape {tuple(_P.shape)}, one quantile per entry; got {shape}.")
+    problem = device_problem(value, "cpu", "normal_quantile(p)")
+    if problem:
+        return problem
+    if value.dtype != torch.float64:
+        return Verdict(FAIL, f"for a float64 p your function returns {value.dtype}: compute in float64 and return it "
+                             "(NF4's levels are checked to 1e-6 below, beyond float32's precision).")
     expected = math.sqrt(2) * torch.erfinv(2 * _P - 1)
     value = value.double()
     if torch.allclose(value, expected, atol=1e-5):
@@ -45,7 +52,7 @@ def _normal_quantile_verdict(fn: Callable) -> Verdict:
 
 def _float64_problem(fn: Callable) -> Verdict | None:
     """Right values for float64 p; a float32 p (torch.tensor(0.5)) must come back float64 too."""
-    value, problem = call_safely(fn, _P.float())
+    value, problem = call_with_copies(fn, (_P.float(),), ("p",))
     if problem:
         return problem
     if isinstance(value, torch.Tensor) and value.dtype != torch.float64:
@@ -57,7 +64,7 @@ def _float64_problem(fn: Callable) -> Verdict | None:
 def check_normal_quantile(fn: Callable) -> Callable:
     from ..quant import normal_quantile
 
-    return report("normal_quantile", _normal_quantile_verdict(fn), fn, normal_quantile,
+    return report("normal_quantile", lambda: _normal_quantile_verdict(fn), fn, normal_quantile,
                   "lora_scratch.quant.normal_quantile")
 
 
@@ -72,8 +79,14 @@ def _absmax_case() -> torch.Tensor:
 
 def _absmax_shape_problem(value, x: torch.Tensor) -> Verdict | None:
     if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(t, torch.Tensor) for t in value)):
-        return Verdict(FAIL, "return the pair (codes, absmax) of two tensors.")
+        return Verdict(FAIL, f"return the pair (codes, absmax) of two tensors, got {describe(value)}"
+                             f"{none_hint(value)}.")
     codes, absmax = value
+    problem = device_problem(codes, x.device, "codes") or device_problem(absmax, x.device, "absmax")
+    if problem:
+        return problem
+    if not absmax.is_floating_point():
+        return Verdict(FAIL, f"absmax should be a float tensor (it scales the codes back), got {absmax.dtype}.")
     if codes.shape != x.shape:
         return Verdict(FAIL, f"codes must have x's shape {tuple(x.shape)}, got {tuple(codes.shape)}.")
     if absmax.numel() == 1:
@@ -109,7 +122,7 @@ def _absmax_value_hint(codes: torch.Tensor, absmax: torch.Tensor, x: torch.Tenso
 def _absmax_quantize_verdict(fn: Callable) -> Verdict:
     x = _absmax_case()
     for bits in (8, 4):
-        value, problem = call_safely(fn, x.clone(), bits)
+        value, problem = call_with_copies(fn, (x, bits), ("x", "bits"))
         if problem and "size of tensor" in problem.message:  # x / absmax without keepdim does not broadcast
             return Verdict(FAIL, f"{problem.message} — take the absmax with keepdim=True, shape (rows, 1), so "
                                  "that x / absmax divides every row by its own absmax.")
@@ -135,7 +148,7 @@ def _absmax_quantize_verdict(fn: Callable) -> Verdict:
 def check_absmax_quantize(fn: Callable) -> Callable:
     from ..quant import absmax_quantize
 
-    return report("absmax_quantize", _absmax_quantize_verdict(fn), fn, absmax_quantize,
+    return report("absmax_quantize", lambda: _absmax_quantize_verdict(fn), fn, absmax_quantize,
                   "lora_scratch.quant.absmax_quantize")
 
 
@@ -145,11 +158,14 @@ _CODES = torch.tensor([1, 2, 15, 0, 7, 9, 12, 3, 0, 15], dtype=torch.uint8)
 
 
 def _pack_nibbles_verdict(fn: Callable) -> Verdict:
-    value, problem = call_safely(fn, _CODES.clone())
+    value, problem = call_with_copies(fn, (_CODES,), ("codes",))
     if problem:
         return problem
     if not isinstance(value, torch.Tensor):
-        return Verdict(FAIL, f"return a tensor of bytes, got {type(value).__name__}.")
+        return Verdict(FAIL, f"return a tensor of bytes, got {describe(value)}{none_hint(value)}.")
+    problem = device_problem(value, "cpu", "pack_nibbles(codes)")
+    if problem:
+        return problem
     if value.numel() != _CODES.numel() // 2:
         return Verdict(FAIL, f"{_CODES.numel()} codes must fit in {_CODES.numel() // 2} bytes (two per byte); "
                              f"you returned {value.numel()} numbers.")
@@ -174,7 +190,8 @@ def _pack_nibbles_verdict(fn: Callable) -> Verdict:
 def check_pack_nibbles(fn: Callable) -> Callable:
     from ..quant import pack_nibbles
 
-    return report("pack_nibbles", _pack_nibbles_verdict(fn), fn, pack_nibbles, "lora_scratch.quant.pack_nibbles")
+    return report("pack_nibbles", lambda: _pack_nibbles_verdict(fn), fn, pack_nibbles,
+                  "lora_scratch.quant.pack_nibbles")
 
 
 # ---------------------------------------------------------------- bits_per_param(tensors, n_params)
@@ -187,13 +204,12 @@ def _storage_case() -> tuple[dict[str, torch.Tensor], int]:
 
 def _bits_per_param_verdict(fn: Callable) -> Verdict:
     tensors, n = _storage_case()
-    value, problem = call_safely(fn, dict(tensors), n)
+    value, problem = call_with_copies(fn, (tensors, n), ("tensors", "n_params"))
+    problem = problem or number_problem(value, "bits_per_param(tensors, 3200)", "bits per parameter, a float")
     if problem:
         return problem
-    if not is_number(value):
-        return Verdict(FAIL, f"return one number (bits per parameter), got {type(value).__name__}.")
-    whole = isinstance(value, int)  # an int result: integer division somewhere
-    value = float(value.item() if hasattr(value, "item") else value)
+    whole = isinstance(as_number(value), int)  # an int result: integer division somewhere
+    value = float(as_number(value))
     nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
     mistakes = [
         (nbytes / n, "that is bytes per parameter; multiply by 8 for bits."),
@@ -217,5 +233,5 @@ def _bits_per_param_verdict(fn: Callable) -> Verdict:
 def check_bits_per_param(fn: Callable) -> Callable:
     from ..quant import bits_per_param
 
-    return report("bits_per_param", _bits_per_param_verdict(fn), fn, bits_per_param,
+    return report("bits_per_param", lambda: _bits_per_param_verdict(fn), fn, bits_per_param,
                   "lora_scratch.quant.bits_per_param")

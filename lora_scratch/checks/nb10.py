@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from .core import FAIL, PASS, Verdict, all_close, call_safely, numbers_from, report
+from .answers import all_close, as_number, call_with_copies, device_dtype_problem, mismatch, none_hint, numbers_from
+from .core import FAIL, PASS, Verdict, call_safely, describe, report
 
 # ---------------------------------------------------------------- rslora_scaling(alpha, r)
 
@@ -36,13 +37,15 @@ def _rslora_verdict(fn: Callable) -> Verdict:
     for wrong, hint in mistakes:
         if all_close(got, [wrong(a, r) for a, r in _RS_CASES]):
             return Verdict(FAIL, hint)
-    return Verdict(FAIL, "the values are wrong: rslora_scaling(16, 4) should be 16 / sqrt(4) = 8.")
+    return Verdict(FAIL, mismatch("rslora_scaling", _RS_CASES, got, [a / math.sqrt(r) for a, r in _RS_CASES])
+                   + " It is alpha / sqrt(r).")
 
 
 def check_rslora_scaling(fn: Callable) -> Callable:
     from ..variants import rslora_scaling
 
-    return report("rslora_scaling", _rslora_verdict(fn), fn, rslora_scaling, "lora_scratch.variants.rslora_scaling")
+    return report("rslora_scaling", lambda: _rslora_verdict(fn), fn, rslora_scaling,
+                  "lora_scratch.variants.rslora_scaling")
 
 
 # ---------------------------------------------------------------- dora_weight(W, A, B, m, scaling)
@@ -97,21 +100,26 @@ def _dora_grad_is_detached(fn: Callable, case) -> bool | None:
 
 def _dora_verdict(fn: Callable) -> Verdict:
     case = _dora_case()
-    value, problem = call_safely(fn, *[t.clone() if isinstance(t, torch.Tensor) else t for t in case])
+    value, problem = call_with_copies(fn, case, ("W", "A", "B", "m", "scaling"))
     if problem:
         return _dora_error_hint(problem)
     W, A, B, m, s = case
     if not isinstance(value, torch.Tensor):
-        return Verdict(FAIL, f"return a tensor (the adapted weight), got {type(value).__name__}.")
+        return Verdict(FAIL, f"return a tensor (the adapted weight), got {describe(value)}{none_hint(value)}.")
     if value.shape != W.shape:
         return Verdict(FAIL, f"the adapted weight must have W's shape {tuple(W.shape)} (out, in), got "
                              f"{tuple(value.shape)}. The norm ||V||_c is one per output feature (dim=1).")
+    problem = device_dtype_problem(value, W, "the adapted weight")
+    if problem:
+        return problem
     V = W + s * B @ A
     expected = m[:, None] * V / V.norm(dim=1, keepdim=True)
     if not torch.allclose(value, expected, atol=1e-5):
         if torch.allclose(value, m[:, None] * V / V.norm(dim=0, keepdim=True), atol=1e-5):
-            return Verdict(FAIL, "norm over the wrong dimension: DoRA's ||·||_c is one norm per output feature, "
-                                 "dim=1 in PyTorch's (out, in) layout (FIGURES.md).")
+            return Verdict(FAIL, "norm over the wrong dimension: DoRA's ||·||_c is one norm per output feature "
+                                 "(Liu et al., 2024, §4.1). PyTorch stores a weight as (out, in), so each output "
+                                 "feature is a row: V.norm(dim=1, keepdim=True), not dim=0 (one norm per input "
+                                 "column).")
         for wrong, hint in _dora_mistakes(*case):
             if torch.allclose(value, wrong, atol=1e-5):
                 return Verdict(FAIL, hint)
@@ -129,7 +137,7 @@ def _dora_verdict(fn: Callable) -> Verdict:
 def check_dora_weight(fn: Callable) -> Callable:
     from ..variants import dora_weight
 
-    return report("dora_weight", _dora_verdict(fn), fn, dora_weight, "lora_scratch.variants.dora_weight")
+    return report("dora_weight", lambda: _dora_verdict(fn), fn, dora_weight, "lora_scratch.variants.dora_weight")
 
 
 # ---------------------------------------------------------------- pissa_factors(W, r, scaling)
@@ -155,12 +163,15 @@ def _pissa_hint(got: torch.Tensor, U_r: torch.Tensor, S_r: torch.Tensor, Vh: tor
 def _pissa_verdict(fn: Callable) -> Verdict:
     g = torch.Generator().manual_seed(11)
     W, r, s = torch.randn(9, 6, generator=g), 2, 4.0
-    value, problem = call_safely(fn, W.clone(), r, s)
+    value, problem = call_with_copies(fn, (W, r, s), ("W", "r", "scaling"))
     if problem:
         return problem
     if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(t, torch.Tensor) for t in value)):
-        return Verdict(FAIL, f"return the pair (A, B) of two tensors, got {type(value).__name__}.")
+        return Verdict(FAIL, f"return the pair (A, B) of two tensors, got {describe(value)}{none_hint(value)}.")
     A, B = value
+    problem = device_dtype_problem(A, W, "A") or device_dtype_problem(B, W, "B")
+    if problem:
+        return problem
     if (tuple(A.shape), tuple(B.shape)) == ((9, r), (r, 6)):
         return Verdict(FAIL, "you returned (B, A); return (A, B): A (r, in), B (out, r).")
     if (tuple(A.shape), tuple(B.shape)) != ((r, 6), (9, r)):
@@ -186,7 +197,7 @@ def _pissa_verdict(fn: Callable) -> Verdict:
 def check_pissa_factors(fn: Callable) -> Callable:
     from ..variants import pissa_factors
 
-    return report("pissa_factors", _pissa_verdict(fn), fn, pissa_factors, "lora_scratch.variants.pissa_factors")
+    return report("pissa_factors", lambda: _pissa_verdict(fn), fn, pissa_factors, "lora_scratch.variants.pissa_factors")
 
 
 # ---------------------------------------------------------------- loraplus_param_groups(model, lr, ratio)
@@ -196,7 +207,7 @@ def _lora_model():
     from ..gpt import GPT, GPTConfig
     from ..lora import add_lora, mark_only_lora_as_trainable
 
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # a fixed model; report() puts the learner's RNG back afterwards
     model = add_lora(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8)), ["q_proj", "v_proj"], r=2)
     mark_only_lora_as_trainable(model)
     return model
@@ -209,7 +220,7 @@ def _groups_verdict(fn: Callable) -> Verdict:
         return problem
     if not (isinstance(value, (list, tuple)) and all(isinstance(gr, dict) and "params" in gr for gr in value)):
         return Verdict(FAIL, "return a list of optimizer groups: dicts like {'params': [...], 'lr': ..., "
-                             "'lr_scale': ...}.")
+                             f"'lr_scale': ...}}; got {describe(value)}{none_hint(value)}.")
     if any(not isinstance(gr["params"], (list, tuple)) for gr in value):
         return Verdict(FAIL, "make each group's 'params' a list, [p for n, p in ...], not a generator: a generator is "
                              "used up after one pass, and the optimizer and the cells below read the groups again.")
@@ -217,19 +228,23 @@ def _groups_verdict(fn: Callable) -> Verdict:
            "B": {id(p) for n, p in model.named_parameters() if n.endswith("lora_B")}}
     found = [{id(p) for p in gr["params"]} for gr in value]
     if any(not f <= ids["A"] | ids["B"] for f in found):
-        return Verdict(FAIL, "a group holds parameters that are not lora_A or lora_B (the frozen base?). "
+        return Verdict(FAIL, "a group holds tensors that are not the model's own lora_A or lora_B parameters (the "
+                             "frozen base, or copies made by .to(), .double() or .clone()?). "
                              "Pick them by name: n.endswith('lora_A') and n.endswith('lora_B').")
     by_kind = {k: [gr for gr, f in zip(value, found) if f == ids[k]] for k in ids}
     if len(value) != 2 or not by_kind["A"] or not by_kind["B"]:
         return Verdict(FAIL, "make exactly two groups: one with every lora_A, one with every lora_B.")
     a, b = by_kind["A"][0], by_kind["B"][0]
-    scale_a, scale_b = a.get("lr_scale", 1.0), b.get("lr_scale", 1.0)
+    scale_a, scale_b = as_number(a.get("lr_scale", 1.0)), as_number(b.get("lr_scale", 1.0))
+    lr_a, lr_b = as_number(a.get("lr", 1e-3)), as_number(b.get("lr", 16e-3))
+    if None in (scale_a, scale_b, lr_a, lr_b):
+        return Verdict(FAIL, "each group's 'lr' and 'lr_scale' must be numbers (floats).")
     if math.isclose(scale_a, 16.0) and math.isclose(scale_b, 1.0):
         return Verdict(FAIL, "the ratio is on A; LoRA+ gives B the larger learning rate (lr_B = ratio × lr_A).")
     if not (math.isclose(scale_a, 1.0) and math.isclose(scale_b, 16.0)):
         return Verdict(FAIL, "set 'lr_scale': 1 on the A group and 'lr_scale': ratio on the B group: the training "
                              "loop multiplies its scheduled lr by each group's lr_scale.")
-    if not (math.isclose(a.get("lr", 1e-3), 1e-3) and math.isclose(b.get("lr", 16e-3), 16e-3)):
+    if not (math.isclose(lr_a, 1e-3) and math.isclose(lr_b, 16e-3)):
         return Verdict(FAIL, "the 'lr' entries should be lr for A and lr × ratio for B.")
     return Verdict(PASS, "correct: every lora_A at lr, every lora_B at ratio × lr (LoRA+), nothing else.")
 
@@ -237,5 +252,5 @@ def _groups_verdict(fn: Callable) -> Verdict:
 def check_loraplus_param_groups(fn: Callable) -> Callable:
     from ..variants import loraplus_param_groups
 
-    return report("loraplus_param_groups", _groups_verdict(fn), fn, loraplus_param_groups,
+    return report("loraplus_param_groups", lambda: _groups_verdict(fn), fn, loraplus_param_groups,
                   "lora_scratch.variants.loraplus_param_groups")

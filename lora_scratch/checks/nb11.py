@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from .core import FAIL, PASS, Verdict, all_close, call_safely, is_number, numbers_from, report
+from .answers import all_close, as_whole, device_dtype_problem, mismatch, none_hint, numbers_from, whole_problem
+from .core import FAIL, PASS, Verdict, call_safely, describe, report
 
 # ---------------------------------------------------------------- average_gradients(per_rank)
 
@@ -42,7 +43,7 @@ def _average_verdict(fn: Callable) -> Verdict:
         return Verdict(FAIL, "your function changed the input gradients in place; build new tensors instead "
                              "(each rank's own gradient is still needed by its caller).")
     if not isinstance(value, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in value):
-        return Verdict(FAIL, f"return a list with one tensor per parameter, got {type(value).__name__}.")
+        return Verdict(FAIL, f"return a list with one tensor per parameter, got {describe(value)}{none_hint(value)}.")
     if len(value) != 2:
         return Verdict(FAIL, f"with 3 ranks of 2 parameters each, return 2 averaged tensors (one per "
                              f"parameter), got {len(value)}. zip(*per_rank) groups one parameter's gradients.")
@@ -50,6 +51,10 @@ def _average_verdict(fn: Callable) -> Verdict:
     if [tuple(t.shape) for t in value] != [tuple(t.shape) for t in expected]:
         return Verdict(FAIL, f"each average keeps its parameter's shape, (4, 3) and (5,); got "
                              f"{[tuple(t.shape) for t in value]}.")
+    problem = next(filter(None, (device_dtype_problem(v, e, f"the average of parameter {i}")
+                                 for i, (v, e) in enumerate(zip(value, expected)))), None)
+    if problem:
+        return problem
     if all(torch.allclose(v, e, atol=1e-6) for v, e in zip(value, expected)):
         return Verdict(PASS, "correct: the mean over ranks of each parameter's gradient — what all_reduce(SUM) "
                              "/ world_size leaves on every rank.")
@@ -62,7 +67,7 @@ def _average_verdict(fn: Callable) -> Verdict:
 def check_average_gradients(fn: Callable) -> Callable:
     from ..data_parallel import average_gradients
 
-    return report("average_gradients", _average_verdict(fn), fn, average_gradients,
+    return report("average_gradients", lambda: _average_verdict(fn), fn, average_gradients,
                   "lora_scratch.data_parallel.average_gradients")
 
 
@@ -88,11 +93,10 @@ def _allreduce_bytes_verdict(fn: Callable) -> Verdict:
         if problem and "NoneType" in problem.message:  # p.grad is None before any backward
             return Verdict(FAIL, f"{problem.message} — p.grad is None until a backward pass has run; count from "
                                  "the parameters themselves: p.numel() * p.element_size() where p.requires_grad.")
+        problem = problem or whole_problem(value, "allreduce_bytes(model)", "one number of bytes, an int")
         if problem:
             return problem
-        if not is_number(value):
-            return Verdict(FAIL, f"return one number of bytes (an int), got {type(value).__name__}.")
-        values.append(float(value))
+        values.append(float(as_whole(value)))
     got, got64 = values
     hints = {132 * 4: "you counted the frozen parameters too: they get no gradient, so nothing of them is "
                       "all-reduced — that is LoRA's saving here.",
@@ -114,13 +118,13 @@ def _allreduce_bytes_verdict(fn: Callable) -> Verdict:
 def check_allreduce_bytes(fn: Callable) -> Callable:
     from ..data_parallel import allreduce_bytes
 
-    return report("allreduce_bytes", _allreduce_bytes_verdict(fn), fn, allreduce_bytes,
+    return report("allreduce_bytes", lambda: _allreduce_bytes_verdict(fn), fn, allreduce_bytes,
                   "lora_scratch.data_parallel.allreduce_bytes")
 
 
 # ---------------------------------------------------------------- ring_allreduce_bytes(n_bytes, world_size)
 
-_RING_CASES = [(1000.0, 1), (1000.0, 2), (1000.0, 4), (800.0, 8)]
+_RING_CASES = [(1000.0, 1), (1000.0, 2), (1000.0, 4), (800.0, 8), (1000, 64)]  # the last: ints, 1968.75 bytes
 
 
 def _ring_verdict(fn: Callable) -> Verdict:
@@ -147,13 +151,17 @@ def _ring_verdict(fn: Callable) -> Verdict:
                 return Verdict(PASS, "correct: 2 (N−1)/N × n_bytes per process — nearly 2 × n_bytes for large N, "
                                      "whatever the number of processes.")
             return Verdict(FAIL, hint)
-    return Verdict(FAIL, f"ring_allreduce_bytes(1000, 4) should be 2 × 3/4 × 1000 = 1500; got {got[2]:g}.")
+    want = mistakes[0][0]
+    if all(g == int(g) for g in got) and all_close(got, [math.floor(w) for w in want]):
+        return Verdict(FAIL, "you rounded down (// or int()): ring_allreduce_bytes(1000, 64) is 2 × 63/64 × 1000 = "
+                             f"1968.75, not {got[-1]:g}. Divide with /; bytes per process need not be whole.")
+    return Verdict(FAIL, mismatch("ring_allreduce_bytes", _RING_CASES, got, want) + " It is 2 (N−1)/N × n_bytes.")
 
 
 def check_ring_allreduce_bytes(fn: Callable) -> Callable:
     from ..data_parallel import ring_allreduce_bytes
 
-    return report("ring_allreduce_bytes", _ring_verdict(fn), fn, ring_allreduce_bytes,
+    return report("ring_allreduce_bytes", lambda: _ring_verdict(fn), fn, ring_allreduce_bytes,
                   "lora_scratch.data_parallel.ring_allreduce_bytes")
 
 
@@ -210,5 +218,5 @@ def _zero_verdict(fn: Callable) -> Verdict:
 def check_zero_stage_bytes(fn: Callable) -> Callable:
     from ..data_parallel import zero_stage_bytes
 
-    return report("zero_stage_bytes", _zero_verdict(fn), fn, zero_stage_bytes,
+    return report("zero_stage_bytes", lambda: _zero_verdict(fn), fn, zero_stage_bytes,
                   "lora_scratch.data_parallel.zero_stage_bytes")
