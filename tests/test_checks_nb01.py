@@ -130,3 +130,28 @@ def test_tensor_results_become_python_numbers(capsys, checker, fn, args):
 def test_checker_output_is_deterministic(capsys, checker, mistake):
     outputs = [run(capsys, checker, mistake)[1] for _ in range(2)]
     assert outputs[0] == outputs[1]
+
+
+def _transposed_vh(M, r):
+    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    return U[:, :r] @ torch.diag(S[:r]) @ Vh[:, :r].T  # columns of Vh, as if it were V
+
+
+def _transposed_rows(M, r):
+    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    return U[:, :r] @ torch.diag(S[:r]) @ Vh[:r].T  # (12, r) @ (r, r) @ (8, r): does not multiply
+
+
+@pytest.mark.parametrize("mistake, hint", [(_transposed_vh, "its *rows* are the right singular vectors"),
+                                           (_transposed_rows, "which way round")])
+def test_a_transposed_vh_is_named_not_solved(capsys, mistake, hint):
+    """Issue 16: the hint names the transposition and does not print the solution."""
+    _, out = run(capsys, checks.check_low_rank_approx, mistake)
+    assert out.startswith(checks.FAIL) and hint in out, out
+    assert "Vh[:r]" not in out and "torch.diag(S[:r])" not in out, out
+
+
+@pytest.mark.parametrize("mistake", [_no_singular_values, _smallest, _one_too_many, _no_vh, lambda M, r: M * 2])
+def test_no_low_rank_hint_hands_over_the_answer(capsys, mistake):
+    _, out = run(capsys, checks.check_low_rank_approx, mistake)
+    assert out.startswith(checks.FAIL) and "torch.diag(S[:r])" not in out and "@ Vh[:r]" not in out, out

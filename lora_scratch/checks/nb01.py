@@ -79,19 +79,25 @@ def _test_matrix() -> torch.Tensor:
     return (U * torch.tensor(_SPECTRUM, dtype=torch.float64) @ V.T).float()
 
 
+VH_HINT = ("torch.linalg.svd returns Vh = Vᵀ, not V: its *rows* are the right singular vectors. You took its "
+           "columns (or transposed it), as if it were V.")
+
+
 def _svd_mistakes(M: torch.Tensor, r: int) -> list[tuple[torch.Tensor, str]]:
     U, S, Vh = torch.linalg.svd(M.double(), full_matrices=False)
     n = len(S)
     return [
-        (U[:, :r] @ Vh[:r], "you dropped the singular values: U[:, :r] @ Vh[:r] has every s_i = 1. "
-                            "Scale by them: U[:, :r] @ torch.diag(S[:r]) @ Vh[:r]."),
+        (U[:, :r] @ Vh[:r], "you dropped the singular values: without them every direction has weight 1. The "
+                            "pieces are U, S and Vh; use all three."),
+        (U[:, :r] @ torch.diag(S[:r]) @ Vh[:, :r].T, VH_HINT),
         (U[:, n - r:] @ torch.diag(S[n - r:]) @ Vh[n - r:], "you kept the r *smallest* singular directions; "
-                                                           "torch.linalg.svd sorts S descending, so take [:r]."),
-        (U[:, :r + 1] @ torch.diag(S[:r + 1]) @ Vh[:r + 1], "you kept r + 1 directions: the slice [:r] already "
-                                                           "holds r of them (off by one)."),
-        (U[:, :r - 1] @ torch.diag(S[:r - 1]) @ Vh[:r - 1], "you kept r - 1 directions: use the slice [:r] "
-                                                           "(off by one)."),
-        (U[:, :r] @ torch.diag(S[:r] ** 2) @ Vh[:r], "you squared the singular values; use S[:r] itself."),
+                                                           "torch.linalg.svd sorts S descending."),
+        (U[:, :r + 1] @ torch.diag(S[:r + 1]) @ Vh[:r + 1], "you kept r + 1 directions (off by one): a slice "
+                                                           "[:k] holds k items."),
+        (U[:, :r - 1] @ torch.diag(S[:r - 1]) @ Vh[:r - 1], "you kept r - 1 directions (off by one): a slice "
+                                                           "[:k] holds k items."),
+        (U[:, :r] @ torch.diag(S[:r] ** 2) @ Vh[:r], "you squared the singular values; each direction is weighted "
+                                                     "by s_i itself."),
     ]
 
 
@@ -101,8 +107,8 @@ def _compare_low_rank(out, M: torch.Tensor, r: int) -> Verdict | None:
     if problem:
         return problem
     if out.shape != M.shape:
-        return Verdict(FAIL, f"the approximation must have M's shape {tuple(M.shape)}, got {tuple(out.shape)}: "
-                             "multiply all three pieces, U[:, :r] @ torch.diag(S[:r]) @ Vh[:r].")
+        return Verdict(FAIL, f"the approximation must have M's shape {tuple(M.shape)}, got {tuple(out.shape)}: a "
+                             "rank-r approximation multiplies all three pieces of the SVD back together.")
     if out.dtype != M.dtype:
         return Verdict(FAIL, f"M is {M.dtype}, your result is {out.dtype}: return the same dtype as M.")
     problem = device_dtype_problem(out, M, f"low_rank_approx(M, {r})")
@@ -116,15 +122,23 @@ def _compare_low_rank(out, M: torch.Tensor, r: int) -> Verdict | None:
         if torch.allclose(out.double(), wrong, atol=1e-4):
             return Verdict(FAIL, hint)
     err = float(torch.linalg.norm(out.double() - want) / torch.linalg.norm(want))
-    return Verdict(FAIL, f"for r = {r} your result is {err:.2g} (relative) away from the truncated SVD "
-                         "U[:, :r] @ torch.diag(S[:r]) @ Vh[:r].")
+    return Verdict(FAIL, f"for r = {r} your result is {err:.2g} (relative) away from the truncated SVD: keep the "
+                         "r largest singular values with their left and right singular vectors.")
+
+
+def _raised_on_shapes(problem: Verdict) -> Verdict:
+    """A matmul shape error here most often means Vh was used the wrong way round."""
+    if "cannot be multiplied" in problem.message or "size mismatch" in problem.message:
+        return Verdict(FAIL, f"{problem.message} — check which way round each piece is: U is (m, k), S holds k "
+                             "values, and Vh (k, n) has the right singular vectors as its rows.")
+    return problem
 
 
 def _low_rank_verdict(fn: Callable) -> Verdict:
     M = _test_matrix()
     for r in (3, 1):
         out, problem = call_with_copies(fn, (M, r), ("M", "r"))
-        problem = problem or _compare_low_rank(out, M, r)
+        problem = _raised_on_shapes(problem) if problem else _compare_low_rank(out, M, r)
         if problem:
             return problem
     return Verdict(PASS, "correct: the top-r singular triplets, U_r diag(s_1..s_r) V_rᵀ.")
