@@ -261,7 +261,7 @@ def _memory_lines(rows: list[dict]) -> list[str]:
                      f"{r['hooks_over_predicted']:.4f} | {r['rss_step_peak_mb']:.1f} | {r['rss_over_predicted']:.2f} |")
     lines += ["", "Without checkpointing, hooks / predicted is 1 up to Adam's 4-byte step counters. With checkpointing "
               "the prediction includes the one block the backward recomputes, which the hooks cannot see (notebook 04, "
-              "§5): there the peak RSS is the check. The RSS peak also holds the backward's short-lived temporaries."]
+              "§7): there the peak RSS is the check. The RSS peak also holds the backward's short-lived temporaries."]
     return lines
 
 
