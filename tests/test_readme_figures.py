@@ -271,6 +271,27 @@ def _speed() -> dict:
             "th": str(st["threads"]), "merged": f"{s['merged_over_base_latency']:.2f}"}
 
 
+STEP_CURVE = "data/bench/step_time_curve.json (scripts/bench_lora.py --curve)"
+
+
+def _curve() -> dict:
+    rec = js("bench/step_time_curve.json")
+    rows, st = rec["rows"], rec["setting"]
+    assert st["targets"] == ["q_proj", "v_proj"] and len({r["compute_only_bound"] for r in rows}) == 1
+    return {"layers": str(st["n_layer"]), "r": str(st["r"]), "th": str(st["threads"]), "rounds": str(st["rounds"]),
+            "tokens": " | ".join(str(r["tokens"]) for r in rows),
+            "ratios": " | ".join(f"{r['lora_over_full_step']:.2f}" for r in rows),
+            "adam": " | ".join(f"{100 * r['full']['optimizer_ms'] / r['full']['step_ms']:.0f} %" for r in rows),
+            "bound": f"{rows[0]['compute_only_bound']:.2f}"}
+
+
+def _gpt2_params() -> dict:
+    from lora_scratch.counting import gpt_params
+    from lora_scratch.gpt import GPTConfig
+
+    return {"params": f"{gpt_params(GPTConfig.gpt2_small()) / 1e6:.0f}"}
+
+
 def _paper_speed() -> dict:
     # LoRA paper §4.2 (cited, not measured): GPT-3 175B, 32.5 tokens/s per V100 with full fine-tuning, 43.1 with LoRA
     return {"a": "32.5", "b": "43.1", "r": f"{32.5 / 43.1:.2f}"}
@@ -431,8 +452,14 @@ FIGURES: list[Figure] = [
            "{lhigh}, at one learning rate per method)", "notebook 07 (paired frontiers); data/sweeps", _frontier),
     Figure("its {ops_x}× more torch operations", "notebook 07 (op count)", _nb07_table),
     Figure("on the {C}-wide tiny model", "lora_scratch.gpt.GPTConfig.tiny()", _architecture),
-    Figure("On GPT-2-small shapes (r = {r} on W_q, W_v) a LoRA training step took **{ratio}×** the time of a full "
-           "fine-tuning step, measured at batch {b} × {t} tokens on {th} thread", "data/bench/course.json speed", _speed),
+    Figure("On GPT-2-small shapes ({layers} layers, r = {r} on W_q, W_v, {th} thread, the two methods", STEP_CURVE,
+           _curve),
+    Figure("| tokens per step | {tokens} |", STEP_CURVE, _curve),
+    Figure("| LoRA step / full fine-tuning step | {ratios} |", STEP_CURVE, _curve),
+    Figure("| AdamW's share of the full step | {adam} |", STEP_CURVE, _curve),
+    Figure("rises to the compute-only bound of **{bound}**", STEP_CURVE, _curve),
+    Figure("The optimizer's share is a difference of medians over {rounds} rounds", STEP_CURVE, _curve),
+    Figure("AdamW's update\nof {params}M numbers", "GPTConfig.gpt2_small()", _gpt2_params),
     Figure("The LoRA paper reports {a} → {b} tokens/s per V100 on GPT-3 (§4.2), a step-time ratio of {r}.",
            "cited: Hu et al. 2021, §4.2 (the ratio is computed)", _paper_speed),
     Figure("interleaved in one run on the reference machine, {th} thread)", "notebook 08's source (bench.compare threads)",
