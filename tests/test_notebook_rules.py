@@ -66,7 +66,8 @@ def test_ignored_outputs_are_backed_by_an_assert(path):
     for i, src in enumerate(code):
         if ignores_output(code_cells[i]) and "interact" not in src and "# no claim:" not in src:
             following = "\n".join(code[i:i + 3])
-            assert "assert" in following or "timing_claim(" in following, f"cell {i} ignores its output but no assert checks its claim:\n{src[:200]}"
+            assert "assert" in following or "timing_claim(" in following, \
+                f"cell {i} ignores its output but no assert checks its claim:\n{src[:200]}"
 
 
 PLUMBING = re.compile(r"#\s*(NBVAL_\w+|noqa\b|type:\s*ignore|pragma\b|fmt:\s*(off|on|skip))", re.IGNORECASE)

