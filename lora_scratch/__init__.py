@@ -1,4 +1,5 @@
 """LoRA from Scratch: the package behind the course. One module per idea; read any of them top to bottom."""
+from . import variants  # noqa: F401  (registers rsLoRA, DoRA and PiSSA, so load_adapter can rebuild them)
 from .gpt import GPT, GPTConfig
 from .lora import (
     LoRALinear,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import zlib
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -39,7 +40,23 @@ def load_text(corpus: str, split: str = "train") -> str:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing. Rebuild the corpora from the repository root "
                                 f"with: {REBUILD}")
-    return gzip.decompress(path.read_bytes()).decode("utf-8")
+    try:
+        return gzip.decompress(path.read_bytes()).decode("utf-8")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({_what_is_wrong(e)}). Rebuild the corpora from the repository root "
+                         f"with: {REBUILD}") from None
+
+
+def _what_is_wrong(e: Exception) -> str:
+    if isinstance(e, gzip.BadGzipFile):
+        return f"not a gzip file: {e}"
+    if isinstance(e, EOFError):
+        return "truncated: the gzip stream ends before its end marker"
+    if isinstance(e, UnicodeDecodeError):
+        return f"not UTF-8 text: byte {e.start} of the decompressed text cannot be decoded"
+    if isinstance(e, zlib.error):
+        return f"its compressed data is corrupt: {e}"
+    return f"it cannot be read: {e}"
 
 
 def encode(text: str) -> torch.Tensor:

@@ -1,314 +1,273 @@
-"""LoRA: a frozen Linear plus a trainable low-rank update (Hu et al., 2021, arXiv 2106.09685).
+"""LoRA in a model: put LoRALinear layers in (add_lora), train only them, merge them, turn them off, and save
+and load the adapter (Hu et al., 2021, arXiv 2106.09685, §4).
 
-    h = W0 x + (alpha / r) * B A x        W0 (out, in) frozen, A (r, in), B (out, r) trained
+    add_lora(gpt, ["q_proj", "v_proj"], r=4, alpha=8); mark_only_lora_as_trainable(gpt)   # §4.2, Table 5
+    save_adapter(gpt, "folio"); load_adapter(fresh_gpt, "folio")                          # bit-exact
 
-B starts at zero, so BA = 0 and the wrapped model starts exactly where the base was (§4.1).
-Names follow PEFT (`base_layer` there is `base` here; `r`, `lora_alpha`, `lora_A`, `lora_B`,
-`lora_dropout`), so moving on to PEFT needs no relearning.
+Every call that changes a model is all-or-nothing: it checks first, and if it still fails midway it puts the
+model back as it was. The layer itself is in lora_layer.py; what an adapter file holds is in adapter_format.py.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import numbers
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .files import atomic_write_json, load_tensors, save_tensors
+from .adapter_format import (
+    FORMAT,
+    REGISTRY,
+    base_items,
+    check_config,
+    digest,
+    model_config,
+    scaling_for,
+    tensor_shapes,
+    variant_of,
+    variant_parts,
+    variant_title,
+)
+from .files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_finite, read_adapter_folder, write_adapter_folder
+from .lora_layer import (
+    ADAPTER_KEYS,
+    NOT_THE_BASE,
+    LoRALinear,
+    _check_hparams,
+    _check_wrappable,
+    _put_back,
+    _resolve_targets,
+    _tied,
+    add_lora,
+    keeps_base,
+    lora_layers,
+    lora_state_dict,
+    mark_only_lora_as_trainable,
+    restored_on_error,
+)
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-FORMAT = "lora_scratch.adapter/1"
-
-
-def _check_hparams(r, alpha, dropout) -> None:
-    """Refuse bad hyperparameters with a message that names the argument and the allowed range."""
-    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
-        raise ValueError(f"r (the rank) must be a positive integer such as 4 or 8, got {r!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
-        raise ValueError(f"alpha must be a number > 0 (the update is scaled by alpha / r), got {alpha!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1) (a probability; 0 turns it off), got {dropout!r}")
-
-
-class LoRALinear(nn.Module):
-    """A frozen nn.Linear `base` plus the low-rank path (alpha / r) * B A."""
-
-    def __init__(self, base: nn.Linear, r: int, alpha: float = 1.0, dropout: float = 0.0):
-        super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
-        _check_hparams(r, alpha, dropout)
-        self.base = base
-        for p in self.base.parameters():
-            p.requires_grad_(False)  # W0 stays frozen: no gradient, no optimizer state
-        self.r, self.lora_alpha, self.scaling = int(r), float(alpha), alpha / r
-        w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=w.dtype, device=w.device))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=w.dtype, device=w.device))
-        # A random, B zero: BA = 0 at the start, yet A's gradient is nonzero once B moves.
-        # Kaiming-uniform (a = sqrt 5) as in loralib and PEFT; the paper says "random Gaussian".
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
-        self.disabled = False
-
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
-
-    def delta_weight(self) -> torch.Tensor:
-        """ΔW = (alpha / r) * B A, shape (out, in) like the base weight."""
-        return (self.lora_B @ self.lora_A) * self.scaling
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)  # (..., out)
-        if self.merged or self.disabled:  # merged: ΔW is already inside base.weight
-            return out
-        # x A^T is (..., r): the update never forms the (out, in) matrix
-        return out + (self.lora_dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
-
-    def merge(self) -> None:
-        """W0 += ΔW, so inference costs one matmul again. Only in eval() mode, only once."""
-        if self.merged:
-            raise RuntimeError("this LoRA layer is already merged; merging again would add ΔW twice. "
-                               "Call unmerge() first if you want to merge again.")
-        if self.training:
-            raise RuntimeError("merge() is for inference: call model.eval() first "
-                               "(train() unmerges, since A and B must stay separate to train).")
-        if self.disabled:
-            raise RuntimeError("this adapter is disabled; enable it before merging")
-        with torch.no_grad():
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-        self.merged = True
-
-    def unmerge(self) -> None:
-        """W0 -= ΔW. Equal to the original W0 within float tolerance, not bit for bit."""
-        if not self.merged:
-            raise RuntimeError("this LoRA layer is not merged, so there is nothing to unmerge")
-        with torch.no_grad():
-            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
-        self.merged = False
-
-    def train(self, mode: bool = True) -> LoRALinear:
-        if mode and self.merged:
-            self.unmerge()  # training needs A and B separate from W0
-        return super().train(mode)
-
-    def set_disabled(self, disabled: bool) -> None:
-        """Turn the adapter off (exactly the base's output) or on again."""
-        if disabled and self.merged:
-            self.unmerge()  # otherwise ΔW would still be inside base.weight
-        self.disabled = disabled
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
-                f"lora_alpha={self.lora_alpha:g}, merged={self.merged}, disabled={self.disabled}")
-
-
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
-
-
-def _matches(name: str, target: str) -> bool:
-    """PEFT's rule: a target names a module exactly or by its last dotted parts ('q_proj')."""
-    return name == target or name.endswith("." + target)
-
-
-def _resolve_targets(model: nn.Module, targets: list[str]) -> list[str]:
-    inner = {f"{n}.{child}" for n in lora_layers(model) for child in ("base", "lora_dropout")}
-    names = [n for n, _ in model.named_modules() if n and n not in inner]
-    linear_leaves = sorted({n.rsplit(".", 1)[-1] for n in names
-                            if isinstance(model.get_submodule(n), (nn.Linear, LoRALinear))})
-    chosen = []
-    for target in targets:
-        hits = [n for n in names if _matches(n, target)]
-        if not hits:
-            partly = sorted({n.rsplit(".", 1)[-1] for n in names if target in n})
-            hint = f" It is only part of: {', '.join(partly)}." if partly else ""
-            raise ValueError(f"target {target!r} matches no module name.{hint} Targets must name a module "
-                             f"exactly or end with its name; the Linear layers here are: "
-                             f"{', '.join(linear_leaves)}")
-        chosen += [h for h in hits if h not in chosen]
-    return chosen
-
-
-def _tied(model: nn.Module, linear: nn.Linear) -> list[str]:
-    """Names of other parameters sharing this Linear's weight (e.g. lm_head tied to tok_emb)."""
-    own = {n for n, m in model.named_modules(remove_duplicate=False) if m is linear}
-    return [n for n, p in model.named_parameters(remove_duplicate=False)
-            if p is linear.weight and n.rsplit(".", 1)[0] not in own]
-
-
-def add_lora(model: nn.Module, targets: list[str] | str = ("q_proj", "v_proj"), r: int = 8,
-             alpha: float = 16.0, dropout: float = 0.0) -> nn.Module:
-    """Wrap every nn.Linear whose name matches a target in a LoRALinear (in place; returns model).
-
-    add_lora(gpt, targets=["q_proj", "v_proj"], r=4) adapts W_q and W_v of every block, as in
-    the LoRA paper's main GPT-3 setting (§4.2, Table 5).
-    """
-    _check_hparams(r, alpha, dropout)
-    targets = [targets] if isinstance(targets, str) else list(targets)
-    if not targets:
-        raise ValueError("targets is empty: name at least one module, e.g. ['q_proj', 'v_proj']")
-    all_targets = _extend_config(model, targets, r, alpha, dropout)
-    for name in _resolve_targets(model, targets):
-        module = model.get_submodule(name)
-        if isinstance(module, LoRALinear):
-            raise ValueError(f"{name} already has a LoRA adapter; load_adapter() swaps adapters, "
-                             "or start again from a fresh base")
-        if not isinstance(module, nn.Linear):
-            raise TypeError(f"cannot add LoRA to {name}: it is a {type(module).__name__}, and LoRA here "
-                            "wraps nn.Linear layers only (e.g. q_proj, v_proj, up_proj)")
-        shared = _tied(model, module)
-        if shared:
-            raise ValueError(f"cannot add LoRA to {name}: its weight is tied to {', '.join(shared)}. "
-                             "Merging would silently change the embedding too, and safetensors refuses "
-                             "shared tensors. Adapt the attention or MLP projections instead.")
-        parent, _, child = name.rpartition(".")
-        wrapped = LoRALinear(module, r, alpha, dropout).train(module.training)  # keep eval() if set
-        setattr(model.get_submodule(parent) if parent else model, child, wrapped)
-    model.lora_config = {"target_modules": all_targets, "r": int(r), "lora_alpha": float(alpha),
-                         "lora_dropout": float(dropout)}
-    return model
-
-
-def _extend_config(model: nn.Module, targets: list[str], r: int, alpha: float, dropout: float) -> list[str]:
-    """A second add_lora on the same model adds targets; one adapter file has one r, alpha, dropout."""
-    old = getattr(model, "lora_config", None)
-    if not old or not lora_layers(model):
-        return targets
-    if (old["r"], old["lora_alpha"], old["lora_dropout"]) != (r, alpha, dropout):
-        raise ValueError(f"this model already has LoRA layers with r={old['r']}, alpha={old['lora_alpha']:g}, "
-                         f"dropout={old['lora_dropout']:g}; add more targets with the same values, "
-                         "or start from a fresh base")
-    return old["target_modules"] + [t for t in targets if t not in old["target_modules"]]
-
-
-def mark_only_lora_as_trainable(model: nn.Module) -> None:
-    """requires_grad=True for lora_A / lora_B only; every other parameter is frozen."""
-    for name, p in model.named_parameters():
-        p.requires_grad_(".lora_" in name or name.startswith("lora_"))
-
-
-ADAPTER_KEYS = (".lora_A", ".lora_B", ".lora_magnitude")  # magnitude: DoRA's trained m (variants.py)
-
-
-def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapter: {'blocks.0.attn.q_proj.lora_A': (r, in), '...lora_B': (out, r), ...}, plus DoRA's
-    '...lora_magnitude' (out,) when the layers are DoRA layers."""
-    return {k: v for k, v in model.state_dict().items() if any(key in k for key in ADAPTER_KEYS)}
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_KEYS", "ADAPTER_WEIGHTS", "FORMAT", "LoRALinear", "_check_hparams", "_tied",
+           "adapted_fingerprint", "adapter_config", "add_lora", "base_fingerprint", "load_adapter", "lora_disabled",
+           "lora_layers", "lora_state_dict", "mark_only_lora_as_trainable", "merge_lora", "read_adapter_config",
+           "save_adapter", "unmerge_lora"]  # quant.py takes add_lora's own checks (_check_hparams, _tied) from here
 
 
 def merge_lora(model: nn.Module) -> None:
-    for layer in lora_layers(model).values():
-        layer.merge()
+    """Merge every LoRA layer (§4.2), or none: if one refuses, the ones merged before it are put back."""
+    layers = lora_layers(model).values()
+    with restored_on_error(layers, with_base=True):
+        for layer in layers:
+            layer.merge()
 
 
 def unmerge_lora(model: nn.Module) -> None:
-    for layer in lora_layers(model).values():
-        layer.unmerge()
+    """Unmerge every LoRA layer, or none."""
+    layers = lora_layers(model).values()
+    with restored_on_error(layers, with_base=True):
+        for layer in layers:
+            layer.unmerge()
 
 
 @contextmanager
 def lora_disabled(model: nn.Module):
     """Inside the block the model computes exactly the base's outputs. Merged layers are unmerged
-    first (and stay unmerged afterwards)."""
-    layers = lora_layers(model).values()
-    for layer in layers:
-        layer.set_disabled(True)
+    first (and stay unmerged afterwards). On exit every layer is as it was before the block, so
+    blocks nest. PiSSA models are refused (their frozen weight is only the residual)."""
+    layers = lora_layers(model)
+    changed = [name for name, layer in layers.items() if not keeps_base(layer)]
+    if changed:
+        raise ValueError(f"{changed[0]}: {NOT_THE_BASE}")
+    before = {layer: layer.disabled for layer in layers.values()}
     try:
+        for layer in before:
+            layer.set_disabled(True)
         yield model
     finally:
-        for layer in layers:
-            layer.set_disabled(False)
+        for layer, was_disabled in before.items():
+            layer.set_disabled(was_disabled)
 
 
-def base_fingerprint(model: nn.Module) -> str:
-    """sha256 of every parameter and buffer except the adapter and the adapted weight matrices
-    (merging changes those): two bases of the same shape but different training differ here."""
-    h = hashlib.sha256()
-    adapted = {f"{n}.base.weight" for n in lora_layers(model)}
-    for name, t in sorted(model.state_dict().items()):
-        if ".lora_" in name or name in adapted:
-            continue
-        h.update(name.replace(".base.", ".").encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+# ---- fingerprints: which base an adapter belongs to ----
+
+def base_fingerprint(model: nn.Module, adapted=()) -> str:
+    """sha256 of every parameter and buffer of the base except the adapted weight matrices (the LoRA layers'
+    and those named in `adapted`): two bases of the same shape but different training differ here. Raw bytes,
+    so bf16 works; fp32 gives the digests format /1 recorded."""
+    return digest(base_items(model.state_dict(), lora_layers(model), adapted))
+
+
+def adapted_fingerprint(model: nn.Module, names) -> str:
+    """sha256 of the weight matrices of the modules `names`, as they are now (PiSSA records it before it
+    replaces them by residuals, and loading checks it)."""
+    def weight(name: str) -> torch.Tensor:
+        module = model.get_submodule(name)
+        return module.base.weight if isinstance(module, LoRALinear) else module.weight
+    return digest((f"{n}.weight", weight(n)) for n in sorted(names))
+
+
+def _dtype_name(model: nn.Module) -> str:
+    return str(next((p.dtype for p in model.parameters() if p.is_floating_point()), "none")).removeprefix("torch.")
+
+
+# ---- adapter files: save_adapter / load_adapter (format in adapter_format.py, the files in files.py) ----
+
+def _settings(layer: LoRALinear) -> tuple:
+    dropout = layer.lora_dropout.p if isinstance(layer.lora_dropout, nn.Dropout) else 0.0
+    return layer.r, layer.lora_alpha, float(dropout), variant_of(layer), str(layer.lora_A.dtype).removeprefix("torch.")
+
+
+def adapter_config(model: nn.Module, info: dict | None = None) -> dict:
+    """The config save_adapter writes, read off the LoRA layers themselves: one r, alpha, dropout, variant and
+    dtype for all of them, and a scaling that those reproduce (a hand-set one would not survive a reload)."""
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError("the model has no LoRA layers; call add_lora() first")
+    settings = {name: _settings(layer) for name, layer in layers.items()}
+    if len(set(settings.values())) > 1:
+        raise ValueError("the LoRA layers differ in (r, alpha, dropout, variant, dtype): "
+                         f"{sorted(set(settings.values()))}; one adapter file holds one setting. Build all layers "
+                         "with one add_lora call.")
+    r, alpha, dropout, variant, dtype = next(iter(settings.values()))
+    for name, layer in layers.items():
+        if layer.scaling != scaling_for(alpha, r, variant):
+            raise ValueError(f"{name}.scaling is {layer.scaling:g}, but r={r} and alpha={alpha:g} give "
+                             f"{scaling_for(alpha, r, variant):g} for {variant_title(variant)}: it was set by hand "
+                             "and would not survive a reload. Change lora_alpha (or use use_rslora) instead.")
+    shown = getattr(model, "lora_config", None) or {}
+    targets = list(shown.get("target_modules") or sorted({n.rsplit(".", 1)[-1] for n in layers}))
+    if sorted(_resolve_targets(model, targets)) != sorted(layers):
+        raise ValueError(f"model.lora_config's target_modules {targets} do not select exactly the LoRA layers "
+                         f"{sorted(layers)}; set it to the names you passed to add_lora")
+    extra = {key: shown.get(key) for part in variant_parts(variant) for key in REGISTRY[part].config_keys}
+    if None in extra.values():
+        raise ValueError(f"model.lora_config lacks {sorted(k for k, v in extra.items() if v is None)}, which a "
+                         f"{variant_title(variant)} adapter records; apply the variant with its function "
+                         "(to_pissa, ...) rather than by hand")
+    return {"format": FORMAT, "variant": variant, "target_modules": targets, "r": r, "lora_alpha": alpha,
+            "lora_dropout": dropout, "adapted_modules": sorted(layers), "base_fingerprint": base_fingerprint(model),
+            "dtype": dtype, "info": info or {}, **extra}
 
 
 def save_adapter(model: nn.Module, path: str | Path, info: dict | None = None) -> Path:
-    """Write path/adapter_model.safetensors (A and B only) and path/adapter_config.json."""
-    if not lora_layers(model):
-        raise ValueError("the model has no LoRA layers; call add_lora() first")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    config = dict(model.lora_config, format=FORMAT, adapted_modules=sorted(lora_layers(model)),
-                  base_fingerprint=base_fingerprint(model), info=info or {})
-    save_tensors(path / ADAPTER_WEIGHTS, lora_state_dict(model))
-    atomic_write_json(path / ADAPTER_CONFIG, config)
-    return path
+    """Write path/adapter_model.safetensors (A, B and what the variant needs, with the config in its header)
+    and path/adapter_config.json (the config, readable, with the weights' sha256). Everything, `info` included,
+    is checked before the folder is touched; the save is all-or-nothing (files.write_adapter_folder) and leaves
+    any other file in the folder alone."""
+    config = adapter_config(model, info)
+    tensors = {f"{name}.{key}": getattr(layer, key).detach() for name, layer in lora_layers(model).items()
+               for key in tensor_shapes(config["variant"])}
+    check_finite(tensors, f"refused to save the adapter, and {path} was left as it was",
+                 "The training diverged: lower the learning rate (or warm up longer) and train again.")
+    write_adapter_folder(Path(path), tensors, config)
+    return Path(path)
+
+
+def _read(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    raw, tensors = read_adapter_folder(Path(path))  # the two files verifiably belong together
+    return check_config(raw, tensors, str(path)), tensors
 
 
 def read_adapter_config(path: str | Path) -> dict:
-    cfg_path = Path(path) / ADAPTER_CONFIG
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{cfg_path} is missing: an adapter folder holds {ADAPTER_WEIGHTS} and "
-                                f"{ADAPTER_CONFIG}, as written by save_adapter()")
-    config = json.loads(cfg_path.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{cfg_path} is not a {FORMAT} adapter config (format={config.get('format')!r})")
-    return config
+    """The config of the adapter folder `path`, after checking that its weights belong to it."""
+    return _read(path)[0]
 
 
 def load_adapter(model: nn.Module, path: str | Path, allow_different_base: bool = False) -> nn.Module:
-    """Load an adapter saved by save_adapter. Adds LoRA layers if the model has none; otherwise
-    swaps the values in place (the layers must have the same targets and ranks)."""
-    config = read_adapter_config(path)
-    tensors = load_tensors(Path(path) / ADAPTER_WEIGHTS)  # refuses pickles: nothing is executed
-    if any(layer.merged for layer in lora_layers(model).values()):
+    """Load an adapter saved by save_adapter. A model without LoRA layers gets them, built as the file's variant
+    (rsLoRA, DoRA, PiSSA), and then computes what the saved model computed, bit for bit. A model with LoRA layers
+    of the same targets, rank and variant gets the file's values and alpha (a swap). Everything is checked before
+    the model changes, and a failure midway puts the model back as it was."""
+    config, tensors = _read(path)
+    layers = lora_layers(model)
+    if any(layer.merged for layer in layers.values()):
         raise RuntimeError("the model's LoRA layers are merged; call unmerge_lora(model) before loading")
-    if not lora_layers(model):
-        add_lora(model, config["target_modules"], config["r"], config["lora_alpha"], config["lora_dropout"])
-        if config.get("use_dora"):  # a DoRA adapter (variants.py) needs DoRA layers for its magnitudes
-            from .variants import to_dora
-
-            to_dora(model)
-    fingerprint = base_fingerprint(model)
-    if fingerprint != config["base_fingerprint"] and not allow_different_base:
-        raise ValueError(f"this adapter was trained on a base with fingerprint {config['base_fingerprint']}, "
-                         f"but this model's base is {fingerprint}. An adapter is a small correction to one "
-                         "particular base: on another base of the same shape it gives meaningless output. "
-                         "Pass allow_different_base=True only if you mean to do this.")
-    _copy_adapter(model, tensors)
-    keys = ("target_modules", "r", "lora_alpha", "lora_dropout", "use_dora")
-    model.lora_config = {k: config[k] for k in keys if k in config}
+    names = sorted(layers) if layers else sorted(_resolve_targets(model, config["target_modules"]))
+    _check_fit(model, layers, names, config, tensors)
+    if not allow_different_base:
+        _check_base(model, names, config, fresh=not layers)
+    (_swap if layers else _build)(model, config, tensors)
+    model.lora_config = model_config(config)
     return model
 
 
-def _copy_adapter(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    own = lora_state_dict(model)
-    missing = sorted(set(own) - set(tensors))
-    extra = sorted(set(tensors) - set(own))
-    if any(".lora_magnitude" in k for k in extra):
-        raise ValueError("this is a DoRA adapter (it holds lora_magnitude); the model's layers are plain LoRA. "
-                         "Make them DoRA layers first: add_lora(...), then lora_scratch.variants.to_dora(model), "
-                         "then load_adapter(model, path).")
-    if missing or extra:
-        raise ValueError(f"adapter keys do not match the model's LoRA layers: missing in file {missing[:4]}, "
-                         f"not in model {extra[:4]}. Was it trained with other targets?")
-    for key, value in tensors.items():
-        if own[key].shape != value.shape:
-            raise ValueError(f"shape mismatch for {key}: the file has {tuple(value.shape)}, the model expects "
-                             f"{tuple(own[key].shape)} (another rank or another model size?)")
+def _check_fit(model: nn.Module, layers: dict, names: list[str], config: dict, tensors: dict) -> None:
+    """The file's layers, variant and shapes against the model's (before anything changes)."""
+    if names != sorted(config["adapted_modules"]):
+        raise ValueError(f"the adapter adapts {config['adapted_modules'][:4]}..., but this model's "
+                         f"{'LoRA layers are' if layers else 'targets select'} {names[:4]}...: was it trained with "
+                         "other targets, or on another architecture?")
+    ours = sorted({variant_of(layer) for layer in layers.values()})
+    if layers and ours != [config["variant"]]:
+        raise ValueError(f"this is a {variant_title(config['variant'])} adapter, but the model's LoRA layers are "
+                         f"{', '.join(map(variant_title, ours))}. Load it into a model without LoRA layers (e.g. "
+                         "load_adapter(load_base(), path)): the layers are then built as the file's variant.")
+    for name in names:
+        module = model.get_submodule(name)
+        if not layers:
+            _check_wrappable(model, name)
+        dims = {"r": module.r if layers else config["r"], "in": module.in_features, "out": module.out_features}
+        for key, shape in tensor_shapes(config["variant"]).items():
+            want, got = tuple(dims[d] for d in shape), tuple(tensors[f"{name}.{key}"].shape)
+            if got != want:
+                raise ValueError(f"shape mismatch for {name}.{key}: the file has {got}, the model expects {want} "
+                                 "(another rank or another model size?)")
+    for key in (k for part in variant_parts(config["variant"]) for k in REGISTRY[part].frozen if layers):
+        for name, layer in layers.items():
+            same = torch.equal(getattr(layer, key), tensors[f"{name}.{key}"])
+            if not same or layer.lora_alpha != config["lora_alpha"]:
+                raise ValueError(f"{name}: this {variant_title(config['variant'])} adapter started from other "
+                                 "initial factors (or another alpha) than the model's layers, so its frozen residual "
+                                 "differs. Load it into a model without LoRA layers: load_adapter(load_base(), path).")
+
+
+def _check_base(model: nn.Module, names: list[str], config: dict, fresh: bool) -> None:
+    found = base_fingerprint(model, adapted=names)
+    if found != config["base_fingerprint"]:
+        ours = _dtype_name(model)
+        hint = (f" It was saved from a {config['dtype']} model and this one is {ours}: load it into the "
+                f"{config['dtype']} base, then convert with model.to(torch.{ours})." if ours != config["dtype"] else "")
+        raise ValueError(f"this adapter was trained on a base with fingerprint {config['base_fingerprint']}, "
+                         f"but this model's base is {found}. An adapter is a small correction to one "
+                         "particular base: on another base of the same shape it gives meaningless output. "
+                         f"Pass allow_different_base=True only if you mean to do this.{hint}")
+    if fresh and "adapted_fingerprint" in config and adapted_fingerprint(model, names) != config["adapted_fingerprint"]:
+        raise ValueError(f"this {variant_title(config['variant'])} adapter was made from adapted weights with "
+                         f"fingerprint {config['adapted_fingerprint']}, but this model's are "
+                         f"{adapted_fingerprint(model, names)}: it replaced those weights by residuals, so on others "
+                         "it gives meaningless output. Pass allow_different_base=True only if you mean to do this.")
+
+
+def _copy_values(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    own = model.state_dict()  # parameters and buffers, sharing storage with the model
     with torch.no_grad():
         for key, value in tensors.items():
             own[key].copy_(value)
+
+
+def _build(model: nn.Module, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """add_lora, then each variant, then the values; if a step fails, the original layers go back."""
+    originals = {name: model.get_submodule(name) for name in config["adapted_modules"]}
+    keeps = all(REGISTRY[part].keeps_base for part in variant_parts(config["variant"]))
+    saved = [(p, p.requires_grad, None if keeps else p.detach().clone())
+             for module in originals.values() for p in module.parameters()]
+    old_config = model.__dict__.get("lora_config")
+    try:
+        add_lora(model, config["target_modules"], config["r"], config["lora_alpha"], config["lora_dropout"])
+        for part in variant_parts(config["variant"]):
+            REGISTRY[part].rebuild(model, tensors)
+        _copy_values(model, tensors)
+    except BaseException:
+        _put_back(model, originals, saved, old_config)
+        raise
+
+
+def _swap(model: nn.Module, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """New values and the file's alpha and dropout in the model's LoRA layers; all or nothing."""
+    layers = lora_layers(model).values()
+    with restored_on_error(layers, with_base=False):
+        for layer in layers:
+            layer.lora_alpha = float(config["lora_alpha"])
+            layer.scaling = scaling_for(config["lora_alpha"], config["r"], config["variant"])
+            p = config["lora_dropout"]
+            layer.lora_dropout = (nn.Dropout(p) if p > 0 else nn.Identity()).train(layer.training)
+        _copy_values(model, tensors)

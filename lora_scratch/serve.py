@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .variants import DoRALinear
+
 
 def merge_weight(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scaling: float) -> torch.Tensor:
     """W0 + scaling * B A: W (out, in), A (r, in), B (out, r). A new tensor; W is left unchanged."""
@@ -17,10 +19,17 @@ def merge_weight(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scaling: flo
 
 def merged_linear(layer: nn.Module) -> nn.Linear:
     """A new plain nn.Linear that computes what the LoRALinear `layer` computes, with ΔW folded into the
-    weight (W0 + scaling · B A, the base's bias). `layer` is left as it was."""
+    weight (W0 + scaling · B A; for a DoRA layer its m · V / ||V||_c), the base's bias, dtype and device.
+    `layer` is left as it was."""
     base = layer.base
-    weight = base.weight if layer.merged else merge_weight(base.weight, layer.lora_A, layer.lora_B, layer.scaling)
-    out = nn.Linear(layer.in_features, layer.out_features, bias=base.bias is not None)
+    if layer.merged:
+        weight = base.weight
+    elif isinstance(layer, DoRALinear):
+        weight = layer.dora_weight()  # DoRA's magnitude rescales every row: not W0 + ΔW
+    else:
+        weight = merge_weight(base.weight, layer.lora_A, layer.lora_B, layer.scaling)
+    out = nn.Linear(layer.in_features, layer.out_features, bias=base.bias is not None,
+                    dtype=weight.dtype, device=weight.device)
     with torch.no_grad():
         out.weight.copy_(weight)
         if base.bias is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import eval_windows, get_batch, load_tokens
-from .files import atomic_write_json, load_tensors, read_metadata, save_tensors
+from .files import atomic_write_json, check_finite, json_text, read_safetensors, save_tensors
 from .gpt import GPT, GPTConfig
 
 BASE_PATH = "base.safetensors"
@@ -133,20 +134,36 @@ def train(model: GPT, train_tokens: torch.Tensor, cfg: TrainConfig,
 # ---- checkpoints: safetensors + the config in the header; the tied head is stored once ----
 
 def save_checkpoint(model: GPT, path: Path, info: dict | None = None) -> None:
+    """One safetensors file: every weight (the tied head once) and, in its header, the GPT config and `info`.
+    Checked first (a plain GPT, JSON-able info, finite weights), then written atomically: a failure leaves
+    any checkpoint already at `path` as it was."""
     state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied to tok_emb
-    meta = {"config": json.dumps(model.config.to_dict()), "info": json.dumps(info or {})}
+    if not isinstance(model, GPT) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError("save_checkpoint saves a plain GPT; for a model with LoRA layers use save_adapter, or "
+                         "serve.merge_and_unload(model) first to fold the adapter into the weights")
+    meta = {"config": json_text(model.config.to_dict(), "the GPT config", indent=None),
+            "info": json_text(info or {}, "info", indent=None)}
+    check_finite(state, f"refused to save the checkpoint, and {path} was left as it was",
+                 "The training diverged: lower the learning rate (or warm up longer) and train again.")
     save_tensors(Path(path), state, metadata=meta)
 
 
 def load_checkpoint(path: Path) -> GPT:
-    """A GPT from a safetensors checkpoint written by save_checkpoint (no pickle involved)."""
+    """A GPT from a safetensors checkpoint written by save_checkpoint (no pickle involved), in the dtype
+    it was saved in."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing. Rebuild the base model from the repository root "
                                 f"with: {REBUILD_BASE}  (about 25 minutes on 2 CPU cores)")
-    state = load_tensors(path)
-    cfg = GPTConfig(**json.loads(read_metadata(path)["config"]))
-    model = GPT(cfg)
+    state, meta, _ = read_safetensors(path)  # refuses pickles and damaged files: nothing is executed
+    try:
+        cfg = GPTConfig(**json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} is a safetensors file but not a GPT checkpoint written by save_checkpoint "
+                         f"(its header holds no valid GPT config: {e!r}); nothing was loaded") from None
+    check_finite(state, f"refused to load {path}", "It was saved from a diverged run: train it again with a "
+                 f"lower learning rate, or rebuild the shipped base with: {REBUILD_BASE}")
+    model = GPT(cfg).to(next(iter(state.values())).dtype if state else torch.float32)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if set(missing) != {"lm_head.weight"} or unexpected:
         raise ValueError(f"{path} does not match a GPT of its own config: missing {missing}, "
@@ -181,7 +198,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     info = {"train": asdict(cfg), "parameters": n, "history": hist}
     if args.out:
         save_checkpoint(model, args.out, info)
-        atomic_write_json(Path(args.out).with_suffix(".json"), info)
+        atomic_write_json(Path(args.out).with_suffix(".json"), info)  # the learning curve, beside it
         print(f"saved {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB)")
     if args.log:
         atomic_write_json(Path(args.log), info)
@@ -208,40 +225,92 @@ def _lora(args: argparse.Namespace) -> None:
     print(f"saved adapter to {args.out}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def _number(kind: type, low: float, strict: bool = False):
+    """An argparse type: a `kind` > low (strict) or >= low, else a one-line error naming the allowed range."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = float("nan")
+        if not (value > low if strict else value >= low):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'} "
+                                             f"{'>' if strict else '>='} {low:g}, got {text!r}")
+        return value
+    return parse
+
+
+POSITIVE_INT, COUNT, POSITIVE = _number(int, 1), _number(int, 0), _number(float, 0, strict=True)
+
+
+def _check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every output path is checked before training, so a bad one can neither waste the run nor overwrite a file."""
+    outputs = []
+    if args.command == "pretrain" and args.out:
+        if args.out.suffix != ".safetensors":
+            parser.error(f"--out {args.out}: a checkpoint file must end in .safetensors (its learning curve goes "
+                         f"to {args.out.with_suffix('.json')})")
+        outputs += [("--out", args.out), ("the learning curve", args.out.with_suffix(".json"))]
+    if args.command == "pretrain" and args.log:
+        if args.out and args.log.resolve() == args.out.resolve():
+            parser.error(f"--log {args.log} is the checkpoint --out: give the history another file name")
+        if args.log.suffix != ".json":
+            parser.error(f"--log {args.log}: the history is JSON, so the file must end in .json")
+        outputs.append(("--log", args.log))
+    if args.command == "lora":
+        if args.out.exists() and not args.out.is_dir():
+            parser.error(f"--out {args.out} is a file; an adapter is saved as a folder (e.g. adapters/folio)")
+        outputs.append(("--out", args.out / "adapter_model.safetensors"))
+    for flag, path in outputs:
+        folder = path.resolve().parent
+        while not folder.exists():
+            folder = folder.parent  # missing folders are created: the nearest existing one must be writable
+        if path.is_dir():
+            parser.error(f"{flag} {path} is a folder; give a file name")
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            parser.error(f"{flag} {path}: {folder} is a file, not a folder" if not folder.is_dir()
+                         else f"{flag} {path}: cannot write in {folder}")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lora_scratch.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pretrain", help="pretrain the byte-level GPT on the modern-spelling plays")
     p.add_argument("--preset", choices=["tiny", "custom"], default="tiny")
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--block-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--n-layer", type=POSITIVE_INT, default=4)
+    p.add_argument("--n-head", type=POSITIVE_INT, default=4)
+    p.add_argument("--n-embd", type=POSITIVE_INT, default=128)
+    p.add_argument("--steps", type=POSITIVE_INT, default=2000)
+    p.add_argument("--eval-every", type=COUNT, default=250, help="0: evaluate only at the end")
     p.add_argument("--out", type=Path, help="checkpoint to write (e.g. data/base.safetensors)")
     p.add_argument("--log", type=Path, help="also write the history to this JSON file")
     q = sub.add_parser("lora", help="train a LoRA adapter on the shipped base")
     q.add_argument("--corpus", choices=["folio", "sonnets", "milton", "modern"], default="folio")
     q.add_argument("--base", type=Path, help="base checkpoint (default: data/base.safetensors)")
     q.add_argument("--targets", default="q_proj,v_proj")
-    q.add_argument("--r", type=int, default=8)
-    q.add_argument("--alpha", type=float, default=16.0)
-    q.add_argument("--steps", type=int, default=300)
-    q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--block-size", type=int, default=256)
-    q.add_argument("--lr", type=float, default=2e-3)
-    q.add_argument("--warmup", type=int, default=20)
-    q.add_argument("--eval-every", type=int, default=100)
-    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--r", type=POSITIVE_INT, default=8)
+    q.add_argument("--alpha", type=POSITIVE, default=16.0)
+    q.add_argument("--steps", type=POSITIVE_INT, default=300)
+    q.add_argument("--warmup", type=COUNT, default=20)
+    q.add_argument("--eval-every", type=COUNT, default=100, help="0: evaluate only at the end")
+    q.add_argument("--out", type=Path, required=True, help="adapter folder to write (e.g. data/adapters/folio)")
     for sp in (p, q):
+        sp.add_argument("--batch-size", type=POSITIVE_INT, default=32)
+        sp.add_argument("--block-size", type=POSITIVE_INT, default=256)
+        sp.add_argument("--lr", type=POSITIVE, default=2e-3)
         sp.add_argument("--seed", type=int, default=1337)
-        sp.add_argument("--threads", type=int, default=2)
+        sp.add_argument("--threads", type=POSITIVE_INT, default=2)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
-    {"pretrain": _pretrain, "lora": _lora}[args.command](args)
+    _check_paths(parser, args)
+    try:
+        {"pretrain": _pretrain, "lora": _lora}[args.command](args)
+    except (OSError, ValueError) as e:  # a refused save (NaN weights...), a missing or damaged file
+        raise SystemExit(f"{parser.prog} {args.command}: error: {e}") from None
 
 
 if __name__ == "__main__":

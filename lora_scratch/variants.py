@@ -19,7 +19,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .lora import LoRALinear, lora_layers
+from .adapter_format import Variant, register_variant
+from .lora import LoRALinear, adapted_fingerprint, lora_layers
+from .variant_analysis import delta_norms, is_finding, subspace_grid, summarize_runs
+
+__all__ = ["VARIANTS", "DoRALinear", "apply_variant", "column_norm", "delta_norms", "dora_weight", "is_finding",
+           "loraplus_optimizer", "loraplus_param_groups", "pissa_factors", "pissa_init_", "rslora_scaling",
+           "subspace_grid", "summarize_runs", "to_dora", "to_pissa", "use_rslora"]  # the last four: variant_analysis
 
 VARIANTS = ("lora", "rslora", "loraplus", "dora", "pissa")
 
@@ -46,9 +52,15 @@ def rslora_scaling(alpha: float, r: int) -> float:
 
 def use_rslora(model: nn.Module) -> nn.Module:
     """Switch every LoRA layer of `model` from alpha / r to alpha / sqrt(r) (in place; returns model)."""
-    for layer in _need_lora(model).values():
+    layers = _need_lora(model)
+    for layer in layers.values():
         if layer.merged:
             raise RuntimeError("unmerge the adapter before changing its scaling (merged ΔW uses the old one)")
+        if _is_pissa(layer):
+            raise RuntimeError("call use_rslora before to_pissa: PiSSA's residual base was computed with the "
+                               "current scaling, and a new one would no longer add back what it took out")
+    for layer in layers.values():
+        layer.rslora = True  # recorded, so save_adapter names the variant and a reload rebuilds it
         layer.scaling = rslora_scaling(layer.lora_alpha, layer.r)
     model.lora_config = dict(getattr(model, "lora_config", {}), use_rslora=True)
     return model
@@ -114,12 +126,26 @@ class DoRALinear(LoRALinear):
         with torch.no_grad():
             new.lora_A.copy_(layer.lora_A)
             new.lora_B.copy_(layer.lora_B)
-        new.scaling = layer.scaling
+        new.scaling, new.rslora = layer.scaling, getattr(layer, "rslora", False)
+        for name, buffer in layer.named_buffers(recurse=False):  # PiSSA's initial factors, if any
+            new.register_buffer(name, buffer)
         return new
 
     def dora_weight(self) -> torch.Tensor:
         """The adapted weight W' (out, in); its direction's norm is detached (§4.3)."""
         return dora_weight(self.base.weight, self.lora_A, self.lora_B, self.lora_magnitude, self.scaling)
+
+    def merged_weight(self) -> torch.Tensor:
+        return self.dora_weight()
+
+    def get_extra_state(self) -> dict:
+        """The merged flag and, while merged, the W0 that unmerge() puts back (DoRA's merge is not additive)."""
+        return {"merged": self.merged, "weight_before_merge": self._weight_before_merge}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.merged = bool(state["merged"])
+        before = state.get("weight_before_merge")
+        self._weight_before_merge = None if before is None else before.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged or self.disabled:
@@ -178,25 +204,78 @@ def pissa_factors(weight: torch.Tensor, r: int, scaling: float = 1.0) -> tuple[t
     return A.to(weight.dtype), B.to(weight.dtype)
 
 
-def pissa_init_(layer: LoRALinear) -> LoRALinear:
-    """A, B from the top-r singular triplets of W; the frozen base becomes the residual W - s B A.
-    The layer's output is unchanged (within float rounding), but training now moves W's main directions."""
+def _is_pissa(layer: LoRALinear) -> bool:
+    return getattr(layer, "pissa_A0", None) is not None
+
+
+def _pissa_problem(layer: LoRALinear) -> str | None:
     if layer.merged:
-        raise RuntimeError("unmerge the layer before a PiSSA init")
-    A, B = pissa_factors(layer.base.weight, layer.r, layer.scaling)
+        return "unmerge the layer before a PiSSA init"
+    if _is_pissa(layer):
+        return ("this layer is already PiSSA-initialised: a second init would subtract the top-r part of the "
+                "residual as well. Start again from a model fresh from add_lora.")
+    if not 0 < layer.r <= min(layer.base.weight.shape):
+        return f"r must be in 1..{min(layer.base.weight.shape)} for this layer's weight, got {layer.r}"
+    return None
+
+
+def _subtract_principal(layer: LoRALinear, A: torch.Tensor, B: torch.Tensor) -> None:
+    """A, B := the given factors; base := W - s B A. The same steps at init and when an adapter is loaded, so the
+    residual comes out bit for bit the same. The factors are kept (pissa_A0, pissa_B0) for the adapter file."""
     with torch.no_grad():
         layer.lora_A.copy_(A)
         layer.lora_B.copy_(B)
+        layer.register_buffer("pissa_A0", layer.lora_A.detach().clone())
+        layer.register_buffer("pissa_B0", layer.lora_B.detach().clone())
         layer.base.weight -= layer.delta_weight()  # the residual W_res = W - s B A stays frozen
+
+
+def pissa_init_(layer: LoRALinear) -> LoRALinear:
+    """A, B from the top-r singular triplets of W; the frozen base becomes the residual W - s B A.
+    The layer's output is unchanged (within float rounding), but training now moves W's main directions."""
+    problem = _pissa_problem(layer)
+    if problem:
+        raise RuntimeError(problem)
+    _subtract_principal(layer, *pissa_factors(layer.base.weight, layer.r, layer.scaling))
     return layer
 
 
 def to_pissa(model: nn.Module) -> nn.Module:
-    """PiSSA-initialise every LoRA layer of `model` (in place; returns model)."""
-    for layer in _need_lora(model).values():
+    """PiSSA-initialise every LoRA layer of `model` (in place; returns model). Every layer is checked first.
+
+    save_adapter stores the initial factors (pissa_A0, pissa_B0) with A and B, and the fingerprint of the
+    adapted weights recorded here, so load_adapter rebuilds the very same residual on a fresh base (and refuses
+    other weights). PEFT instead converts PiSSA into a plain rank-2r LoRA when saving; keeping it a PiSSA adapter
+    means a reloaded one still trains as PiSSA."""
+    layers = _need_lora(model)
+    for name, layer in layers.items():
+        problem = _pissa_problem(layer)
+        if problem:
+            raise RuntimeError(f"{name}: {problem}")
+    fingerprint = adapted_fingerprint(model, layers)
+    for layer in layers.values():
         pissa_init_(layer)
-    model.lora_config = dict(getattr(model, "lora_config", {}), init="pissa")
+    model.lora_config = dict(getattr(model, "lora_config", {}), init="pissa", adapted_fingerprint=fingerprint)
     return model
+
+
+def _rebuild_pissa(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """load_adapter's PiSSA step: subtract the file's initial factors from the fresh base's weights."""
+    for name, layer in lora_layers(model).items():
+        _subtract_principal(layer, tensors[f"{name}.pissa_A0"], tensors[f"{name}.pissa_B0"])
+
+
+# ---------------------------------------------------------------- what load_adapter needs to rebuild each variant
+
+register_variant(Variant("rslora", "rsLoRA", used_by=lambda layer: getattr(layer, "rslora", False),
+                         rebuild=lambda model, tensors: use_rslora(model), scaling=rslora_scaling,
+                         flags={"use_rslora": True}))
+register_variant(Variant("dora", "DoRA", used_by=lambda layer: isinstance(layer, DoRALinear),
+                         rebuild=lambda model, tensors: to_dora(model), tensors={"lora_magnitude": "out"},
+                         flags={"use_dora": True}))
+register_variant(Variant("pissa", "PiSSA", used_by=_is_pissa, rebuild=_rebuild_pissa,
+                         tensors={"pissa_A0": "lora_A", "pissa_B0": "lora_B"}, frozen=("pissa_A0", "pissa_B0"),
+                         config_keys=("adapted_fingerprint",), flags={"init": "pissa"}, keeps_base=False))
 
 
 # ---------------------------------------------------------------- one entry point for the scripts
@@ -214,52 +293,3 @@ def apply_variant(model: nn.Module, variant: str) -> nn.Module:
     elif variant == "pissa":
         to_pissa(model)
     return model
-
-
-def delta_norms(model: nn.Module) -> dict[str, float]:
-    """||s B A||_F per adapted layer: how far each adapter moved its weight."""
-    with torch.no_grad():
-        return {name: float(layer.delta_weight().norm()) for name, layer in lora_layers(model).items()}
-
-
-def subspace_grid(A1: torch.Tensor, A2: torch.Tensor, i_max: int, j_max: int) -> torch.Tensor:
-    """phi(A1, A2, i, j) for i = 1..i_max, j = 1..j_max as an (i_max, j_max) grid (LoRA paper §7.2, Fig. 3).
-
-    Equal to linalg.subspace_similarity entry by entry, but with one SVD per matrix: the top-i
-    directions are the first i of the top-i_max, so phi(i, j) = (sum of the first i x j squared
-    cosines) / min(i, j), a 2-D cumulative sum."""
-    from .linalg import top_right_singular_vectors
-
-    U1 = top_right_singular_vectors(A1, i_max)  # (i_max, d_in), orthonormal rows
-    U2 = top_right_singular_vectors(A2, j_max)  # (j_max, d_in)
-    cos2 = (U1 @ U2.T).pow(2)  # (i_max, j_max)
-    i = torch.arange(1, i_max + 1, dtype=cos2.dtype).unsqueeze(1)
-    j = torch.arange(1, j_max + 1, dtype=cos2.dtype).unsqueeze(0)
-    return cos2.cumsum(0).cumsum(1) / torch.minimum(i, j)
-
-
-# ---------------------------------------------------------------- reading the sweeps (scripts/sweep_*.py)
-
-
-def summarize_runs(runs: dict[str, dict]) -> dict[str, dict]:
-    """Group runs 'name/.../seed=k' by everything before '/seed='; per group the mean and the sample standard
-    deviation over seeds of the final Folio and modern val losses and of the mean ||ΔW||_F."""
-    groups: dict[str, list[dict]] = {}
-    for key, run in runs.items():
-        groups.setdefault(key.rsplit("/seed=", 1)[0], []).append(run)
-    table = {}
-    for name, rs in groups.items():
-        row = {"seeds": len(rs), "trainable_params": rs[0].get("trainable_params"), "lr": rs[0]["config"]["lr"]}
-        for field, get in (("folio", lambda r: r["after"]["folio_val"]), ("modern", lambda r: r["after"]["modern_val"]),
-                           ("delta_norm", lambda r: r.get("mean_delta_norm", float("nan")))):
-            t = torch.tensor([get(r) for r in rs], dtype=torch.float64)
-            row[field] = float(t.mean())
-            row[field + "_std"] = float(t.std()) if len(rs) > 1 else 0.0
-        table[name] = row
-    return table
-
-
-def is_finding(mean_a: float, std_a: float, mean_b: float, std_b: float, factor: float = 2.0) -> bool:
-    """A difference counts only if it exceeds `factor` times the larger seed standard deviation of the two:
-    with 3 seeds, anything smaller is indistinguishable from the choice of seed."""
-    return abs(mean_a - mean_b) > factor * max(std_a, std_b)
