@@ -51,8 +51,3 @@ def summarize_runs(runs: dict[str, dict]) -> dict[str, dict]:
         table[name] = row
     return table
 
-
-def is_finding(mean_a: float, std_a: float, mean_b: float, std_b: float, factor: float = 2.0) -> bool:
-    """A difference counts only if it exceeds `factor` times the larger seed standard deviation of the two:
-    with 3 seeds, anything smaller is indistinguishable from the choice of seed."""
-    return abs(mean_a - mean_b) > factor * max(std_a, std_b)

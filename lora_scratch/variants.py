@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from .adapter_format import Variant, register_variant
 from .lora import LoRALinear, adapted_fingerprint, lora_layers
-from .variant_analysis import delta_norms, is_finding, subspace_grid, summarize_runs
+from .variant_analysis import delta_norms, subspace_grid, summarize_runs
 
-__all__ = ["VARIANTS", "DoRALinear", "apply_variant", "column_norm", "delta_norms", "dora_weight", "is_finding",
+__all__ = ["VARIANTS", "DoRALinear", "apply_variant", "column_norm", "delta_norms", "dora_weight",
            "loraplus_optimizer", "loraplus_param_groups", "pissa_factors", "pissa_init_", "rslora_scaling",
            "subspace_grid", "summarize_runs", "to_dora", "to_pissa", "use_rslora"]  # the last four: variant_analysis
 

@@ -133,3 +133,15 @@ def test_checkpoint_holding_a_pickle_is_refused(tmp_path):
     torch.save({"x": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="refused"):
         load_checkpoint(path)
+
+
+def test_targets_may_be_a_non_contiguous_slice():
+    """model(idx[:, :-1], idx[:, 1:]) with a batch above 1: the targets are a strided view."""
+    from lora_scratch.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    idx = torch.randint(0, 32, (3, 9), generator=torch.Generator().manual_seed(0))
+    assert not idx[:, 1:].is_contiguous()
+    _, loss = model(idx[:, :-1], idx[:, 1:])
+    _, same = model(idx[:, :-1].contiguous(), idx[:, 1:].contiguous())
+    assert torch.equal(loss, same)
