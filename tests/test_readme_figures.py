@@ -388,7 +388,7 @@ def _latency(row: str) -> dict:
     label = row.replace("×", "x")
     vals = grab(
         "08",
-        rf"^{label}\s+([\d.]+) \( \+0%\)\s+([\d.]+) \(\+(\d+)%\)\s+([\d.]+) \(\+(\d+)%\)\s+([\d.]+) \( ?\+(\d+)%\)",
+        rf"^{label}\s+([\d.]+) \( \+0%\)\s+([\d.]+) \( ?\+(\d+)%\)\s+([\d.]+) \( ?\+(\d+)%\)\s+([\d.]+) \( ?\+(\d+)%\)",
     )
     return dict(zip(("b", "h", "hp", "u", "up", "m", "mp"), vals))
 
