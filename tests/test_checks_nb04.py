@@ -79,3 +79,11 @@ def test_the_master_copy_hint_is_the_one_from_the_brief(capsys):
 def test_checker_output_is_deterministic(capsys):
     outputs = [run(capsys, checks.check_lora_memory_saving, lambda p, n, a: 0.5)[1] for _ in range(2)]
     assert outputs[0] == outputs[1]
+
+
+def test_frozen_count_minus_the_adapter_is_named_without_the_formula(capsys):
+    """The newcomer's mistake: counting the frozen weights as n_params - n_lora."""
+    from checklib import run
+
+    _, out = run(capsys, checks.check_lora_memory_saving, lambda p, n, a: 1 - (4 * (p - n) + 16 * n + a) / (16 * p + a))
+    assert out.startswith(checks.FAIL) and "base model alone" in out and "16·P" not in out, out

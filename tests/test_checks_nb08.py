@@ -145,3 +145,8 @@ def test_any_estimator_robust_to_a_slow_round_passes(capsys, estimator):
     returned, out = run(capsys, checks.check_speedup_ratio, estimator)
     assert out.startswith(checks.PASS) and "robust to a slow round" in out, out
     assert returned is estimator
+
+
+def test_storage_hint_names_the_mistake_without_the_formula(capsys):
+    _, out = run(capsys, checks.check_storage_bytes, lambda nb, na, n, b: n * (nb + na) * b)
+    assert out.startswith(checks.FAIL) and "stored once" in out and "n_tenants ·" not in out, out

@@ -119,6 +119,9 @@ SAVING_MISTAKES = [
                                                           "1 minus that."),
     (lambda p, n, a: 100 * (1 - (4 * p + 16 * n + a) / (16 * p + a)), "return a fraction between 0 and 1, not a "
                                                                       "percentage."),
+    (lambda p, n, a: 1 - (4 * (p - n) + 16 * n + a) / (16 * p + a), "n_params is the base model alone: every one of "
+                                                                    "them stays frozen under LoRA, and the adapter's "
+                                                                    "n_lora parameters come on top, not out of it."),
 ]
 
 
@@ -136,7 +139,8 @@ def _saving_verdict(fn: Callable) -> Verdict:
         if _matches(got, SAVING_CASES, rule):
             return Verdict(FAIL, hint)
     return Verdict(FAIL, mismatch("lora_memory_saving", SAVING_CASES, got, [_lora_saving(*c) for c in SAVING_CASES])
-                   + " Full: 16·P + act; LoRA: 4·P + 16·n_lora + act.")
+                   + " Add up, for each method, the bytes per parameter it keeps (weights, gradients, Adam's m "
+                     "and v) and the activations, then compare the two totals.")
 
 
 def check_lora_memory_saving(fn: Callable) -> Callable:

@@ -122,8 +122,8 @@ def _storage_verdict(fn: Callable) -> Verdict:
     if fits(lambda nb, na, n, b: (nb + n * na) * b):
         return Verdict(PASS, "correct: one shared base plus one small adapter per tenant.")
     if fits(lambda nb, na, n, b: n * (nb + na) * b):
-        return Verdict(FAIL, "you stored a base copy for every tenant; the base is frozen and shared, so it is "
-                             "stored once: (n_base + n_tenants · n_adapter) · bytes_per_param.")
+        return Verdict(FAIL, "you stored a base copy for every tenant; the base is frozen and shared by all of "
+                             "them, so it is stored once.")
     if fits(lambda nb, na, n, b: n * nb * b):
         return Verdict(FAIL, "that is N full copies of the model (full fine-tuning). With LoRA the base is "
                              "stored once and each tenant adds only its adapter.")
