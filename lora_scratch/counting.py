@@ -169,7 +169,7 @@ PRESETS: dict[str, GPTConfig] = {
     "gpt3_175b": gpt3_175b(),
 }
 
-# The LoRA paper's GPT-3 settings (Hu et al., 2021, Table 4 / §4.2; see FIGURES.md): (targets, r).
+# The LoRA paper's GPT-3 settings (Hu et al., 2021, Table 4 / §4.2): (targets, r).
 GPT3_SETTINGS: dict[str, tuple[tuple[str, ...], int]] = {
     "4.7M: W_q, W_v at r = 1": (("q_proj", "v_proj"), 1),
     "4.7M: W_v alone at r = 2": (("v_proj",), 2),

@@ -1,4 +1,4 @@
-"""LoRA: the layer's contract, injection, save/load, and every bad input of COURSE.md's table."""
+"""LoRA: the layer's contract, injection, save/load, and every bad input the course design lists."""
 import json
 import pickle
 
@@ -149,7 +149,7 @@ def test_load_swaps_adapters_in_place(tmp_path):
     assert torch.equal(a(x)[0], b(x)[0])
 
 
-# ---- bad input: each row of COURSE.md's table ----
+# ---- bad input: each row of the course design's table ----
 
 @pytest.mark.parametrize("kwargs, word", [
     ({"r": 0}, "r"), ({"r": -2}, "r"), ({"r": 2.5}, "r"), ({"r": True}, "r"),
