@@ -70,7 +70,7 @@ class LoRALinear(nn.Module):
         if self.disabled:
             raise RuntimeError("this adapter is disabled; enable it before merging")
         with torch.no_grad():
-            self.base.weight.copy_(self.merged_weight())
+            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
         self.merged = True
 
     def unmerge(self) -> None:
@@ -78,7 +78,7 @@ class LoRALinear(nn.Module):
         if not self.merged:
             raise RuntimeError("this LoRA layer is not merged, so there is nothing to unmerge")
         with torch.no_grad():
-            self.base.weight.copy_(self.merged_weight(sign=-1))
+            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
         self.merged = False
 
     def train(self, mode: bool = True) -> LoRALinear:
@@ -86,13 +86,9 @@ class LoRALinear(nn.Module):
             self.unmerge()  # training needs A and B separate from W0
         return super().train(mode)
 
-    def merged_weight(self, sign: int = 1) -> torch.Tensor:
-        """W0 + ΔW (sign -1: W0 - ΔW), the weight merge() puts into base, as a new tensor. B A and the sum are
-        computed in at least fp32 and rounded once to W0's dtype: in bf16, B A would round and the sum again."""
-        w = self.base.weight
-        wide = torch.promote_types(w.dtype, torch.float32)
-        delta = (self.lora_B.to(wide) @ self.lora_A.to(wide)) * self.scaling  # (out, in)
-        return (w.to(wide) + sign * delta).to(w.dtype)
+    def merged_weight(self) -> torch.Tensor:
+        """W0 + ΔW: the weight merge() puts into base, as a new tensor (the layer is left as it is)."""
+        return self.base.weight + self.delta_weight().to(self.base.weight.dtype)
 
     def set_disabled(self, disabled: bool) -> None:
         """Turn the adapter off (exactly the base's output) or on again."""

@@ -388,10 +388,9 @@ def _latency(row: str) -> dict:
     label = row.replace("×", "x")
     vals = grab(
         "08",
-        rf"^{label}\s+([\d.]+) \( \+0%\)" + r"\s+([\d.]+) \( ?([-+]\d+)%\)" * 3,
+        rf"^{label}\s+([\d.]+) \( \+0%\)\s+([\d.]+) \( ?\+(\d+)%\)\s+([\d.]+) \( ?\+(\d+)%\)\s+([\d.]+) \( ?\+(\d+)%\)",
     )
-    # merged LoRA runs the base's operations: its overhead is noise and can come out negative
-    return {k: v.replace("-", "−") for k, v in zip(("b", "h", "hp", "u", "up", "m", "mp"), vals)}
+    return dict(zip(("b", "h", "hp", "u", "up", "m", "mp"), vals))
 
 
 def _latency_threads() -> dict:
@@ -550,7 +549,7 @@ def _ddp() -> dict:
 def _latency_table_rows() -> list[Figure]:
     return [
         Figure(
-            f"| {row} | {{b}} | {{h}} ({{hp}} %) | {{u}} ({{up}} %) | {{m}} ({{mp}} %) |",
+            f"| {row} | {{b}} | {{h}} (+{{hp}} %) | {{u}} (+{{up}} %) | {{m}} (+{{mp}} %) |",
             "notebook 08's stored latency table",
             functools.partial(_latency, row),
         )
