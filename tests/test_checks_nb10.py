@@ -137,6 +137,6 @@ def test_dora_in_place_edit_fails_and_does_not_poison_the_checker(capsys):
 
 
 def test_dora_dimension_hint_carries_what_it_needs(capsys):
-    """The hint once sent learners to a FIGURES.md that the repository does not have."""
+    """The hint once sent learners to a file of paper figures that the repository does not have."""
     out = run(capsys, checks.check_dora_weight, dora(norm_dim=0))[1]
     assert "FIGURES" not in out and "V.norm(dim=1, keepdim=True)" in out and "(out, in)" in out, out
