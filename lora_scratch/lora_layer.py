@@ -18,6 +18,15 @@ import torch.nn as nn
 from .adapter_format import REGISTRY, _check_hparams
 
 
+def _store_weight(base: nn.Module, value: torch.Tensor) -> None:
+    """Put `value` into base.weight in place, through the attribute: a base whose weight is computed (the NF4
+    base of notebook 09) refuses there with its reason, instead of an in-place copy into a temporary that would
+    change nothing."""
+    weight = base.weight
+    weight.copy_(value)
+    base.weight = weight
+
+
 class LoRALinear(nn.Module):
     """A frozen nn.Linear `base` plus the low-rank path (alpha / r) * B A."""
 
@@ -70,7 +79,7 @@ class LoRALinear(nn.Module):
         if self.disabled:
             raise RuntimeError("this adapter is disabled; enable it before merging")
         with torch.no_grad():
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
+            _store_weight(self.base, self.merged_weight())
         self.merged = True
 
     def unmerge(self) -> None:
@@ -78,7 +87,7 @@ class LoRALinear(nn.Module):
         if not self.merged:
             raise RuntimeError("this LoRA layer is not merged, so there is nothing to unmerge")
         with torch.no_grad():
-            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
+            _store_weight(self.base, self.merged_weight(sign=-1))
         self.merged = False
 
     def train(self, mode: bool = True) -> LoRALinear:
@@ -86,9 +95,14 @@ class LoRALinear(nn.Module):
             self.unmerge()  # training needs A and B separate from W0
         return super().train(mode)
 
-    def merged_weight(self) -> torch.Tensor:
-        """W0 + ΔW: the weight merge() puts into base, as a new tensor (the layer is left as it is)."""
-        return self.base.weight + self.delta_weight().to(self.base.weight.dtype)
+    def merged_weight(self, sign: int = 1) -> torch.Tensor:
+        """W0 + ΔW (sign=-1: W0 − ΔW, what unmerge() puts back), as a new tensor in W0's dtype; the layer is
+        left as it is. B A and the sum are computed in at least fp32 and rounded once: in bf16, forming B A in
+        bf16 and then adding it to W0 in bf16 would round twice."""
+        w = self.base.weight
+        wide = torch.promote_types(w.dtype, torch.float32)
+        delta = (self.lora_B.to(wide) @ self.lora_A.to(wide)) * self.scaling  # (out, in)
+        return (w.to(wide) + sign * delta).to(w.dtype)
 
     def set_disabled(self, disabled: bool) -> None:
         """Turn the adapter off (exactly the base's output) or on again."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .variants import DoRALinear
-
 
 def merge_weight(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scaling: float) -> torch.Tensor:
-    """W0 + scaling * B A: W (out, in), A (r, in), B (out, r). A new tensor; W is left unchanged."""
-    return W + scaling * (B @ A)
+    """W0 + scaling * B A: W (out, in), A (r, in), B (out, r). A new tensor in W's dtype; W is left unchanged.
+    Computed in at least fp32 and rounded once, as LoRALinear.merged_weight (bf16 would round B A, then the sum)."""
+    wide = torch.promote_types(W.dtype, torch.float32)
+    return (W.to(wide) + scaling * (B.to(wide) @ A.to(wide))).to(W.dtype)
 
 
 def merged_linear(layer: nn.Module) -> nn.Linear:
@@ -22,12 +22,8 @@ def merged_linear(layer: nn.Module) -> nn.Linear:
     weight (W0 + scaling · B A; for a DoRA layer its m · V / ||V||_c), the base's bias, dtype and device.
     `layer` is left as it was."""
     base = layer.base
-    if layer.merged:
-        weight = base.weight
-    elif isinstance(layer, DoRALinear):
-        weight = layer.dora_weight()  # DoRA's magnitude rescales every row: not W0 + ΔW
-    else:
-        weight = merge_weight(base.weight, layer.lora_A, layer.lora_B, layer.scaling)
+    # merged_weight is W0 + ΔW, or DoRA's m · V / ||V||_c (not additive), rounded once to the base's dtype
+    weight = base.weight if layer.merged else layer.merged_weight()
     out = nn.Linear(layer.in_features, layer.out_features, bias=base.bias is not None,
                     dtype=weight.dtype, device=weight.device)
     with torch.no_grad():

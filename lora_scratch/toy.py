@@ -81,15 +81,28 @@ def loss_floor(problem: Planted, r: int) -> float:
     return float((problem.s[r:] ** 2).sum()) / problem.delta.shape[0]
 
 
+INITS = ("A", "B")
+
+
 def fit_lora(problem: Planted, r: int, steps: int = 300, lr: float = 0.02, alpha: float | None = None,
-             seed: int = 0) -> tuple[LoRALinear, list[float]]:
-    """Train only A and B of a LoRALinear around the frozen W0 (full batch, Adam); return it and the losses."""
-    torch.manual_seed(seed)  # A's random init
+             seed: int = 0, init: str = "A") -> tuple[LoRALinear, list[float]]:
+    """Train only A and B of a LoRALinear around the frozen W0 (full batch, Adam); return it and the losses.
+
+    init "A" is the usual start (A random, B = 0; Hayou et al., 2024, arXiv 2406.08447, call it Init[A]);
+    "B" swaps the roles (Init[B]): A = 0 and B random, drawn as PyTorch draws a Linear's weight of fan-in r,
+    just as A is drawn with fan-in `in`. Both start with B A = 0."""
+    if init not in INITS:
+        raise ValueError(f"init must be 'A' (A random, B = 0: the usual start) or 'B' (A = 0, B random), got {init!r}")
+    torch.manual_seed(seed)  # the random factor's init
     d = problem.W0.shape[0]
     base = nn.Linear(d, d, bias=False)
     with torch.no_grad():
         base.weight.copy_(problem.W0)
     layer = LoRALinear(base, r, alpha if alpha is not None else r)  # alpha = r: scaling 1
+    if init == "B":
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(layer.lora_B, a=5 ** 0.5)  # fan-in r, as A's init has fan-in d
+            layer.lora_A.zero_()
     opt = torch.optim.Adam([layer.lora_A, layer.lora_B], lr=lr)
     losses = []
     for _ in range(steps):

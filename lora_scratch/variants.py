@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .adapter_format import Variant, register_variant
 from .lora import LoRALinear, adapted_fingerprint, lora_layers
+from .lora_layer import _store_weight
 from .variant_analysis import delta_norms, subspace_grid, summarize_runs
 
 __all__ = ["VARIANTS", "DoRALinear", "apply_variant", "column_norm", "delta_norms", "dora_weight",
@@ -110,7 +111,14 @@ class DoRALinear(LoRALinear):
     """W' = m * (W0 + s BA) / ||W0 + s BA||_c  (DoRA, Liu et al. 2024, Eq. 5), m (out,) trained.
 
     The norm is detached (treated as a constant in the backward pass, §4.3): the gradient then flows
-    only through the direction's numerator, which saves memory and changes accuracy little."""
+    only through the direction's numerator, which saves memory and changes accuracy little.
+
+    The forward never multiplies x by W' itself. With g = m / ||W0 + s BA||_c (out,), a constant for autograd,
+        W' x = g * (W0 x) + g * s * B A x,
+    so it runs as the base's output plus (g - 1) * W0 x_d + g * s * B A x_d, x_d the dropped-out input: the
+    frozen path sees x undropped, as in the authors' code and PEFT. F.linear(x, W') would make autograd form
+    dL/dW', an (out, in) gradient like full fine-tuning's; here the gradients are A's, B's and m's only. The
+    (out, in) matrix W0 + s BA is still built once per forward, without gradient, for its row norms."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float = 1.0, dropout: float = 0.0):
         super().__init__(base, r, alpha, dropout)
@@ -136,7 +144,11 @@ class DoRALinear(LoRALinear):
         return dora_weight(self.base.weight, self.lora_A, self.lora_B, self.lora_magnitude, self.scaling)
 
     def merged_weight(self) -> torch.Tensor:
-        return self.dora_weight()
+        """W' in W0's dtype, computed in at least fp32 and rounded once (as LoRALinear.merged_weight)."""
+        w = self.base.weight
+        wide = torch.promote_types(w.dtype, torch.float32)
+        return dora_weight(w.to(wide), self.lora_A.to(wide), self.lora_B.to(wide), self.lora_magnitude.to(wide),
+                           self.scaling).to(w.dtype)
 
     def get_extra_state(self) -> dict:
         """The merged flag and, while merged, the W0 that unmerge() puts back (DoRA's merge is not additive)."""
@@ -147,11 +159,24 @@ class DoRALinear(LoRALinear):
         before = state.get("weight_before_merge")
         self._weight_before_merge = None if before is None else before.detach().clone()
 
+    def row_scale(self) -> torch.Tensor:
+        """g = m / ||W0 + s BA||_c, shape (out,); the norm is a constant for autograd (§4.3)."""
+        with torch.no_grad():
+            norm = column_norm(self.base.weight + self.scaling * (self.lora_B @ self.lora_A))  # (out,)
+        return self.lora_magnitude / norm
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)  # W0 x + b, x not dropped
         if self.merged or self.disabled:
-            return self.base(x)
-        # dropout, if any, acts on the input of the whole adapted layer here (a simplification of §4.3)
-        return F.linear(self.lora_dropout(x), self.dora_weight(), self.base.bias)
+            return out
+        x_d = self.lora_dropout(x)
+        g = self.row_scale()  # (out,)
+        if isinstance(self.lora_dropout, nn.Identity) or not self.training:
+            frozen = out if self.base.bias is None else out - self.base.bias  # W0 x_d = W0 x: reuse it
+        else:
+            frozen = F.linear(x_d, self.base.weight)  # W0 on the dropped input: one more frozen matmul
+        low_rank = (x_d @ self.lora_A.T @ self.lora_B.T) * self.scaling  # (..., out), never (out, in)
+        return out + (g - 1) * frozen + g * low_rank
 
     def merge(self) -> None:
         """Replace W0 by W' (not additive: m rescales every row). The old W0 is kept to unmerge exactly."""
@@ -162,15 +187,16 @@ class DoRALinear(LoRALinear):
         if self.disabled:
             raise RuntimeError("this adapter is disabled; enable it before merging")
         with torch.no_grad():
-            self._weight_before_merge = self.base.weight.detach().clone()
-            self.base.weight.copy_(self.dora_weight())
+            before = self.base.weight.detach().clone()
+            _store_weight(self.base, self.merged_weight())  # an NF4 base refuses here, before anything changed
+            self._weight_before_merge = before
         self.merged = True
 
     def unmerge(self) -> None:
         if not self.merged:
             raise RuntimeError("this DoRA layer is not merged, so there is nothing to unmerge")
         with torch.no_grad():
-            self.base.weight.copy_(self._weight_before_merge)
+            _store_weight(self.base, self._weight_before_merge)
         self._weight_before_merge = None
         self.merged = False
 

@@ -3,11 +3,17 @@
     python scripts/sweep_rank_budget.py rank       # data/sweeps/rank.json: r = 1..64 with alpha/r and alpha/sqrt(r)
     python scripts/sweep_rank_budget.py targets    # data/sweeps/targets.json: which matrices, equal budget
     python scripts/sweep_rank_budget.py subspace   # data/sweeps/subspace.json: phi between r=8 and r=64 adapters
+    python scripts/sweep_rank_budget.py modules    # data/sweeps/modules.json: attention, MLP or all linear layers
 
 rank      — Table 6 analogue (W_q, W_v; alpha fixed) and the rsLoRA argument: with alpha / r the update
             shrinks as r grows and learning slows; alpha / sqrt(r) keeps it steady (Kalajdzievski, 2023).
 targets   — Table 5 analogue (Hu et al., 2021, §7.1): q, k, v, o at r = 8, five pairs at r = 4, all four at
             r = 2, so every setting trains the same number of parameters; scaling alpha / r = 2 for all.
+modules   — attention (q, k, v, o) against the MLP (up, down) against all six, the comparison of QLoRA §4
+            (Dettmers et al., 2023) and Biderman et al. (2024) §4.6, twice: at the same rank (r = 4, as the
+            papers compare), and at an equal budget. Per block a rank-r adapter costs r (in + out): 4 · 320 r on
+            attention, 2 · 800 r on the MLP, 2880 r on all six, so attention r = 5 matches the MLP at r = 4
+            (6,400 per block) and attention r = 9 matches all six at r = 4 (11,520). alpha / r = 2 for all.
 subspace  — §7.2: two adapters on W_q, W_v (r = 8, seed 0; r = 64, seed 1: different seeds, or their
             A matrices would share their first rows at init), 160 steps; the grid
             phi(A_8, A_64, i, j) per layer, for A and for the row space of the update BA.
@@ -41,6 +47,10 @@ QV = ("q_proj", "v_proj")
 TABLE5 = (("q_proj",), ("k_proj",), ("v_proj",), ("o_proj",), ("q_proj", "k_proj"), ("q_proj", "v_proj"),
           ("q_proj", "k_proj", "v_proj", "o_proj"), ("k_proj", "v_proj"), ("v_proj", "o_proj"))
 BUDGET_RANK = 8  # one matrix type at r = 8; n types at r = 8 / n: the same trainable count
+ATTENTION, MLP = ("q_proj", "k_proj", "v_proj", "o_proj"), ("up_proj", "down_proj")
+# (name, targets, r): the same rank r = 4 on the three groups, then attention at the MLP's and all six's budgets
+MODULES = (("attention", ATTENTION, 4), ("mlp", MLP, 4), ("all", ATTENTION + MLP, 4),
+           ("attention", ATTENTION, 5), ("attention", ATTENTION, 9))
 
 
 def rank_jobs(args: argparse.Namespace) -> list[tuple[str, str, dict]]:
@@ -67,6 +77,15 @@ def targets_jobs(args: argparse.Namespace) -> list[tuple[str, str, dict]]:
         for s in args.seeds:
             kw = {"lr": args.lr, "seed": s, "targets": targets, "r": r, "alpha": args.scale * r}
             jobs.append((f"{'+'.join(targets)}/r={r}/seed={s}", "lora", kw))
+    return jobs
+
+
+def modules_jobs(args: argparse.Namespace) -> list[tuple[str, str, dict]]:
+    jobs = []
+    for name, targets, r in MODULES:
+        for s in args.seeds:
+            kw = {"lr": args.lr, "seed": s, "targets": targets, "r": r, "alpha": args.scale * r}
+            jobs.append((f"{name}/r={r}/seed={s}", "lora", kw))
     return jobs
 
 
@@ -120,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.study == "subspace":
         subspace(args, record, out)
     else:
-        jobs = rank_jobs(args) if args.study == "rank" else targets_jobs(args)
+        jobs = {"rank": rank_jobs, "targets": targets_jobs, "modules": modules_jobs}[args.study](args)
         run_missing(record, out, shard(jobs, args.shard), template(args))
     atomic_write_json(out, record)
     print(f"{args.study}: {len(record['runs'])} runs in {out}; this call took {time.perf_counter() - start:.0f} s")
@@ -129,13 +148,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study", choices=["rank", "targets", "subspace"])
+    p.add_argument("study", choices=["rank", "targets", "subspace", "modules"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--alpha", type=float, default=8.0, help="rank, subspace: alpha, fixed across ranks")
     p.add_argument("--ranks", nargs="+", type=int, default=[1, 2, 4, 8, 16, 64])
     p.add_argument("--rs-ranks", nargs="+", type=int, default=[4, 16, 64], help="r = 1 is the same in both")
-    p.add_argument("--scale", type=float, default=2.0, help="targets: alpha = scale * r (alpha / r fixed)")
+    p.add_argument("--scale", type=float, default=2.0, help="targets, modules: alpha = scale * r (alpha / r fixed)")
     p.add_argument("--subspace-ranks", nargs=2, type=int, default=[8, 64])
     p.add_argument("--steps", type=int, default=None, help="default 120 (160 for subspace)")
     add_window_args(p)

@@ -264,3 +264,26 @@ def test_saved_files_get_normal_permissions(tmp_path):
     os.umask(mask)
     for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
         assert (tmp_path / "ad" / name).stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+
+
+def test_a_bf16_merge_rounds_once_and_fp32_merges_are_unchanged():
+    """B @ A and the sum are computed in fp32 and rounded to bf16 once (issue 11: it used to round twice)."""
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(64, 48, dtype=torch.bfloat16), r=8, alpha=16).eval()
+    with torch.no_grad():
+        layer.lora_B.normal_(std=0.05)
+    W0 = layer.base.weight.detach().clone()
+    once = (W0.float() + (layer.lora_B.float() @ layer.lora_A.float()) * layer.scaling).to(torch.bfloat16)
+    twice = W0 + ((layer.lora_B @ layer.lora_A) * layer.scaling)  # a bf16 product, then a bf16 sum
+    layer.merge()
+    assert layer.base.weight.dtype == torch.bfloat16 and torch.equal(layer.base.weight, once)
+    assert not torch.equal(once, twice)  # the difference is real at this size, so the test can fail
+    layer.unmerge()
+    back = (once.float() - (layer.lora_B.float() @ layer.lora_A.float()) * layer.scaling).to(torch.bfloat16)
+    assert torch.equal(layer.base.weight, back)
+    fp32 = LoRALinear(torch.nn.Linear(6, 4), r=2).eval()
+    with torch.no_grad():
+        fp32.lora_B.normal_()
+    expected = fp32.base.weight.detach() + fp32.delta_weight()
+    fp32.merge()
+    assert torch.equal(fp32.base.weight, expected)  # fp32 merges: bit for bit what they were

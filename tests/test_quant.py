@@ -344,3 +344,16 @@ def test_script_runs_lora_and_qlora_with_the_same_init(tmp_path):
     runs = json.loads(out.read_text())["runs"]
     assert set(runs) == {"lora/steps=2/seed=0", "qlora/steps=2/seed=0"}
     assert runs["qlora/steps=2/seed=0"]["before"] != runs["lora/steps=2/seed=0"]["before"]  # the NF4 base differs
+
+
+def test_merging_dora_into_nf4_is_refused_too():
+    """DoRA's merge once copied W' into the dequantized temporary: no error, nothing merged, the adapter lost."""
+    from lora_scratch.variants import DoRALinear
+
+    _, q, _ = qlora_and_reference()
+    dora = DoRALinear.from_lora(q).eval()
+    x = torch.randn(3, 128)
+    before = dora(x)
+    with pytest.raises(RuntimeError, match="re-quantize"):
+        dora.merge()
+    assert not dora.merged and dora._weight_before_merge is None and torch.equal(dora(x), before)

@@ -90,3 +90,16 @@ def test_shards_split_the_jobs_and_share_one_file(tmp_path):
     assert len(json.loads(out.read_text())["runs"]) == 4  # the second shard kept the first one's runs
     with pytest.raises(ValueError, match="shard"):
         script.shard([1, 2], "2/2")
+
+
+def test_modules_study_compares_at_equal_rank_and_at_equal_budget(tmp_path):
+    script = _script("sweep_rank_budget")
+    out = tmp_path / "modules.json"
+    record = script.main(["modules", *TINY, "--seeds", "0", "--out", str(out)])
+    runs = record["runs"]
+    count = lambda key: runs[f"{key}/seed=0"]["trainable_params"]  # noqa: E731
+    assert set(runs) == {f"{n}/r={r}/seed=0" for n, _, r in script.MODULES}
+    assert count("mlp/r=4") == count("attention/r=5") and count("all/r=4") == count("attention/r=9")
+    assert count("attention/r=4") < count("mlp/r=4") < count("all/r=4")  # the same rank costs more on wider layers
+    assert runs["mlp/r=4/seed=0"]["adapter"]["targets"] == ["up_proj", "down_proj"]
+    assert runs["attention/r=9/seed=0"]["adapter"]["alpha"] == 18.0  # alpha / r = 2

@@ -1,4 +1,5 @@
 """The functional LoRA pieces equal LoRALinear; the planted-ΔW toy behaves as Eckart–Young says."""
+import pytest
 import torch
 import torch.nn as nn
 
@@ -40,3 +41,29 @@ def test_lora_recovers_the_planted_update_only_when_r_reaches_k():
     assert below[-1] >= loss_floor(p, 1) - 1e-6 and below[-1] < 1.05 * loss_floor(p, 1)
     assert enough[-1] < 1e-4 and torch.allclose(layer.delta_weight().detach(), p.delta, atol=1e-2)
     assert not layer.base.weight.requires_grad and torch.equal(layer.base.weight, p.W0)  # W0 stayed frozen
+
+
+def test_init_b_swaps_which_factor_is_random_and_still_starts_at_zero():
+    problem = planted_problem(d=16, n=32)
+    layer_a, losses_a = fit_lora(problem, 2, steps=1, lr=1e-3, init="A")
+    layer_b, losses_b = fit_lora(problem, 2, steps=1, lr=1e-3, init="B")
+    assert losses_a[0] == losses_b[0] == pytest.approx(loss_floor(problem, 0))  # B A = 0: both start at the base
+    fresh = fit_lora(problem, 2, steps=0, init="B")[0]
+    assert (fresh.lora_A == 0).all() and fresh.lora_B.abs().max() <= 2 ** -0.5 and fresh.lora_B.std() > 0.1  # fan-in r
+    with pytest.raises(ValueError, match="'A'"):
+        fit_lora(problem, 2, steps=1, init="C")
+
+
+def test_sweep_init_writes_every_run_and_a_curve_per_width(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "sweep_init.py"
+    spec = importlib.util.spec_from_file_location("sweep_init", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    record = script.main(["--widths", "8", "16", "--seeds", "0", "1", "--steps", "3", "--lr-log2", "-3", "-2",
+                          "--out", str(tmp_path / "init.json")])
+    assert set(record["runs"]) == {f"d={d}/init={i}/seed={s}" for d in (8, 16) for i in "AB" for s in (0, 1)}
+    assert all(len(run["final"]) == 2 for run in record["runs"].values()) and record["settings"]["lrs"] == [0.125, 0.25]
+    assert set(record["curves"]) == {f"d={d}/init={i}" for d in (8, 16) for i in "AB"}

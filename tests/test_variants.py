@@ -180,6 +180,67 @@ def test_dora_merge_equals_its_forward_and_unmerge_restores():
         assert not layer.merged and torch.equal(layer.base.weight, before[name])
 
 
+def test_dora_forward_and_gradients_equal_the_unfactored_weight_without_dropout():
+    """The factored forward (base + (g - 1) W0 x + g s B A x) is F.linear(x, W') with the norm detached: same
+    outputs, same gradients for A, B and m, on a layer with a bias."""
+    torch.manual_seed(0)
+    layer = DoRALinear(nn.Linear(7, 5), r=3, alpha=6.0).train()
+    with torch.no_grad():
+        layer.lora_B.normal_()
+        layer.lora_magnitude.uniform_(0.5, 2.0)
+    x = torch.randn(2, 4, 7)
+    params = (layer.lora_A, layer.lora_B, layer.lora_magnitude)
+    got = layer(x)
+    grads = torch.autograd.grad(got.pow(2).sum(), params)
+    ref = torch.nn.functional.linear(x, layer.dora_weight(), layer.base.bias)
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), params)
+    torch.testing.assert_close(got, ref)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
+
+
+def test_dora_dropout_leaves_the_frozen_path_undropped():
+    """As in the authors' code and PEFT: base(x) on the whole input, dropout only where the adapter reads x."""
+    torch.manual_seed(0)
+    layer = DoRALinear(nn.Linear(8, 6), r=2, alpha=4.0, dropout=0.5).train()
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(layer(x), layer.base(x), rtol=0, atol=1e-6)  # B = 0, g = 1: exactly the base
+    with torch.no_grad():
+        layer.lora_B.normal_()
+        layer.lora_magnitude.mul_(1.3)
+    torch.manual_seed(1)
+    got = layer(x)
+    torch.manual_seed(1)
+    x_d = layer.lora_dropout(x)  # the same mask
+    g = layer.row_scale().detach()
+    W0 = layer.base.weight
+    expected = layer.base(x) + (g - 1) * (x_d @ W0.T) + g * layer.scaling * (x_d @ layer.lora_A.T @ layer.lora_B.T)
+    torch.testing.assert_close(got, expected)
+    dropped_everywhere = torch.nn.functional.linear(x_d, layer.dora_weight(), layer.base.bias)  # the old forward
+    assert not torch.allclose(got, dropped_everywhere)
+
+
+def test_dora_backward_forms_no_weight_sized_gradient():
+    """The old forward, F.linear(x, W'), made autograd compute dL/dW' (out x in), as full fine-tuning does; the
+    factored one costs LoRA's backward plus O(tokens x out). Counted in FLOPs, so it holds on any machine."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def backward_flops(layer, weight_grad=False):
+        layer.base.weight.requires_grad_(weight_grad)
+        out = layer(torch.randn(4, 512))
+        with FlopCounterMode(display=False) as counter:
+            out.sum().backward()
+        return counter.get_total_flops()
+
+    torch.manual_seed(0)
+    base = nn.Linear(512, 512)
+    lora = LoRALinear(base, r=4, alpha=8.0).train()
+    dora = DoRALinear(base, r=4, alpha=8.0).train()
+    full = backward_flops(LoRALinear(nn.Linear(512, 512), r=4, alpha=8.0).train(), weight_grad=True)
+    assert backward_flops(dora) == backward_flops(lora)  # the elementwise g terms are not GEMMs
+    assert full - backward_flops(lora) == 2 * 4 * 512 * 512  # the weight gradient's GEMM: 2 · tokens · out · in
+
+
 def test_dora_merge_needs_eval_mode():
     layer = DoRALinear(nn.Linear(4, 4), r=1).train()
     with pytest.raises(RuntimeError, match="eval"):
