@@ -28,7 +28,7 @@ test: setup
 	$(MAKE) --no-print-directory browser-deps
 	$(BIN)/python -m ruff check lora_scratch scripts tests conftest.py
 	$(BIN)/python scripts/build_notebooks.py --check
-	$(BIN)/python -m pytest $(NBVAL) --nbval-lax notebooks/*.ipynb -q
+	$(BIN)/python scripts/release.py build/release --execute  # the student notebooks, inside the release as shipped
 	$(BIN)/python -m pytest $(NBVAL) --nbval tests notebooks/solutions -q
 
 unit: setup
@@ -52,7 +52,17 @@ adapter: setup
 	$(BIN)/python -m lora_scratch.train lora --corpus folio --out data/adapters/folio
 
 release: setup
-	$(BIN)/python scripts/build_notebooks.py --release dist/lora-from-scratch-student
+	$(BIN)/python scripts/release.py dist/lora-from-scratch-student
+
+# Grading (docs/INSTRUCTOR.md §7): SUBMISSIONS holds one folder or `make submit` zip per student.
+.PHONY: grade submit
+grade: setup
+	@test -n "$(SUBMISSIONS)" || { echo 'usage: make grade SUBMISSIONS=folder [OUT=grades.csv]'; exit 2; }
+	$(BIN)/python scripts/grade.py "$(SUBMISSIONS)" --out "$(or $(OUT),grades.csv)"
+
+# What a learner hands in (the student release has the same target): make submit NAME="Your Name"
+submit:
+	$(PYTHON) scripts/submit.py --name "$(NAME)"
 
 # The course benchmark (not a test): every notebook in a fresh kernel, LoRA's speed ratios, memory predicted vs
 # measured; writes data/bench/course.json and docs/BENCHMARK.md. Run it on a quiet machine.

@@ -2,7 +2,7 @@
 
     python scripts/build_notebooks.py                  # (re)write notebooks/NN_name.ipynb
     python scripts/build_notebooks.py --check          # exit 1 if any student notebook is stale
-    python scripts/build_notebooks.py --release DIR    # student-only course folder, no solutions
+    python scripts/build_notebooks.py --release DIR    # the student release (scripts/release.py)
 
 Rules for a master notebook (notebooks/solutions/NN_name.ipynb):
 - In a code cell, everything from a line containing `### BEGIN SOLUTION` to a line containing
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shutil
+import re
 import sys
 from pathlib import Path
 
@@ -35,35 +35,6 @@ TASK_PREFIX = "# TASK:"
 DEFAULT_TASK = "Exercise: write your code here, then run the check below"
 DROP_TAGS = frozenset({"solution-only", "instructor"})
 REBUILD_HINT = "python scripts/build_notebooks.py (or make notebooks)"
-RELEASE_FILES = ("README.md", "pyproject.toml", "environment.yml")
-# The course's Makefile needs tests/ and scripts/, which a student release leaves out: ship `make lab` only.
-RELEASE_MAKEFILE = """# Student release: `make lab` sets up .venv (first time only) and opens JupyterLab.
-PYTHON ?= python3
-VENV   ?= .venv
-BIN     = $(VENV)/bin
-STAMP   = $(VENV)/.installed-stamp
-LAB_FLAGS = $(if $(filter 0,$(shell id -u)),--allow-root,)
-
-.PHONY: setup lab
-setup: $(STAMP)
-
-$(STAMP): pyproject.toml
-\ttest -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-\t$(BIN)/python -m pip install --quiet --upgrade pip
-\t$(BIN)/python -m pip install --quiet -e ".[dev]"
-\ttouch $(STAMP)
-
-lab: setup
-\t$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/00_start_here.ipynb
-"""
-RELEASE_NOTE = """# Student release
-
-This folder is the student edition of "LoRA from Scratch". It contains the exercise notebooks
-with the solutions removed (each exercise raises `NotImplementedError` until you fill it in),
-the `lora_scratch` package and the data. It contains no solutions.
-"""
-
-
 class SolutionMarkerError(ValueError):
     """A master notebook has unbalanced or nested solution markers."""
 
@@ -103,6 +74,49 @@ def _is_dropped(cell: NotebookNode) -> bool:
     return bool(DROP_TAGS.intersection(tags if isinstance(tags, list) else []))
 
 
+CHECK_CALL = re.compile(r"checks\.check_(\w+)\(")
+NBGRADER_POINTS = 1  # per exercise; an instructor may change them in nbgrader's formgrader
+
+
+def nbgrader_metadata(master: NotebookNode) -> list[dict | None]:
+    """nbgrader's cell metadata (schema 3) for each cell of a master: an exercise cell (solution markers) is an
+    answer cell, `<name>_answer`; the check cell after it (checks.check_<name>) is a locked autograder test worth
+    NBGRADER_POINTS, `<name>_check`; every other cell gets none. With LORA_SCRATCH_CHECKS=strict in the
+    environment, a check that fails raises, which is how nbgrader scores a test cell."""
+    result: list[dict | None] = [None] * len(master.cells)
+    pending: list[int] = []
+    for index, cell in enumerate(master.cells):
+        if cell.cell_type != "code":
+            continue
+        if BEGIN in cell.source:
+            pending.append(index)
+        names = CHECK_CALL.findall(cell.source)
+        if names:
+            name = names[0]
+            result[index] = {"grade": True, "grade_id": f"{name}_check", "locked": True, "points": NBGRADER_POINTS,
+                             "schema_version": 3, "solution": False, "task": False}
+            for answer in pending:
+                suffix = "" if len(pending) == 1 else f"_{pending.index(answer) + 1}"
+                result[answer] = {"grade": False, "grade_id": f"{name}_answer{suffix}", "locked": False,
+                                  "schema_version": 3, "solution": True, "task": False}
+            pending = []
+    for answer in pending:  # solution markers with no check after them
+        result[answer] = {"grade": False, "grade_id": f"answer_cell_{answer}", "locked": False,
+                          "schema_version": 3, "solution": True, "task": False}
+    return result
+
+
+def with_nbgrader(master: NotebookNode) -> NotebookNode:
+    """A copy of the master whose cells carry exactly the nbgrader metadata of nbgrader_metadata."""
+    nb = copy.deepcopy(master)
+    for cell, meta in zip(nb.cells, nbgrader_metadata(master)):
+        if meta is None:
+            cell.metadata.pop("nbgrader", None)
+        else:
+            cell.metadata["nbgrader"] = meta
+    return nb
+
+
 def make_student(master: NotebookNode, name: str = "notebook") -> NotebookNode:
     """Return the student version of a master notebook (the master is not modified)."""
     student = copy.deepcopy(master)
@@ -112,6 +126,7 @@ def make_student(master: NotebookNode, name: str = "notebook") -> NotebookNode:
         cell.setdefault("id", f"cell-{index:03d}")  # deterministic id if the master has none
         if _is_dropped(cell):
             continue
+        cell.metadata.pop("nbgrader", None)  # nbgrader's markings belong to the masters (nbgrader_metadata)
         if cell.cell_type == "code":
             cell.source = stub_source(cell.source, f"{name}: cell {index} (code)")
             cell.outputs = []
@@ -147,8 +162,11 @@ def _orphans(root: Path, expected: dict[str, str]) -> list[Path]:
 
 def build(root: Path) -> list[str]:
     """Write all student notebooks, delete orphans; return a line per change."""
-    expected = expected_students(root)
     changes = []
+    for path, text in stale_masters(root):
+        path.write_text(text, encoding="utf-8", newline="\n")
+        changes.append(f"wrote   notebooks/solutions/{path.name} (nbgrader metadata)")
+    expected = expected_students(root)
     for name, text in expected.items():
         target = root / "notebooks" / name
         if not target.exists() or target.read_text(encoding="utf-8") != text:
@@ -172,32 +190,20 @@ def check(root: Path) -> list[str]:
             problems.append(f"stale   notebooks/{name}")
     for orphan in _orphans(root, expected):
         problems.append(f"orphan  notebooks/{orphan.name} (no master in notebooks/solutions/)")
+    problems += [f"nbgrader notebooks/solutions/{path.name} (its nbgrader metadata is out of date)"
+                 for path, _ in stale_masters(root)]
     return problems
 
 
-def _prepare_release_dir(dest: Path, root: Path) -> None:
-    dest, root = dest.resolve(), root.resolve()
-    if dest == root or dest in root.parents:
-        raise SystemExit(f"refusing to build a release into {dest}: it contains the repository")
-    if dest.exists() and any(dest.iterdir()):
-        if not (dest / "RELEASE_NOTE.md").exists():
-            raise SystemExit(f"refusing to overwrite {dest}: not empty and not an earlier release")
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-
-
-def _copy_tree_parts(root: Path, dest: Path) -> None:
-    package = root / "lora_scratch"
-    for source in sorted(package.rglob("*.py")) if package.is_dir() else []:
-        target = dest / source.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-    if (root / "data").is_dir():
-        shutil.copytree(root / "data", dest / "data")
-    for name in RELEASE_FILES:
-        if (root / name).is_file():
-            shutil.copy2(root / name, dest / name)
-    (dest / "Makefile").write_text(RELEASE_MAKEFILE, encoding="utf-8", newline="\n")
+def stale_masters(root: Path) -> list[tuple[Path, str]]:
+    """(master, its text with up-to-date nbgrader metadata) for every master whose metadata differs."""
+    out = []
+    for path in masters(root):
+        master = nbformat.read(path, as_version=4)
+        text = render(with_nbgrader(master))
+        if path.read_text(encoding="utf-8") != text:
+            out.append((path, text))
+    return out
 
 
 def verify_release(dest: Path) -> None:
@@ -207,18 +213,6 @@ def verify_release(dest: Path) -> None:
     if leaks or folders:
         names = ", ".join(str(p.relative_to(dest)) for p in leaks + folders)
         raise SystemExit(f"release {dest} leaks solutions: {names}")
-
-
-def release(root: Path, dest: Path) -> None:
-    """Build a student-only copy of the course in `dest`."""
-    expected = expected_students(root)
-    _prepare_release_dir(dest, root)
-    (dest / "notebooks").mkdir()
-    for name, text in expected.items():
-        (dest / "notebooks" / name).write_text(text, encoding="utf-8", newline="\n")
-    _copy_tree_parts(root, dest)
-    (dest / "RELEASE_NOTE.md").write_text(RELEASE_NOTE, encoding="utf-8", newline="\n")
-    verify_release(dest)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -241,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Run: {REBUILD_HINT}", file=sys.stderr)
                 return 1
             print(f"OK: {len(masters(args.root))} student notebooks are up to date.")
-        elif args.release:
-            release(args.root, args.release)
-            print(f"Release written to {args.release} ({len(masters(args.root))} notebooks, no solutions).")
+        elif args.release:  # scripts/release.py builds it (and tests it with --execute)
+            sys.path.insert(0, str(REPO))
+            from scripts import release
+
+            return release.main([str(args.release), "--root", str(args.root)])
         else:
             print("\n".join(build(args.root)) or "Student notebooks already up to date.")
     except SolutionMarkerError as error:

@@ -180,14 +180,3 @@ def test_repository_student_notebooks_are_fresh() -> None:
         pytest.skip("notebooks/solutions/ has no master notebooks yet")
     problems = bn.check(REPO)
     assert not problems, "\n".join(problems) + f"\nRun: {bn.REBUILD_HINT}"
-
-
-def test_release_of_this_repository_has_no_solutions_and_a_working_makefile(tmp_path: Path) -> None:
-    import subprocess
-
-    dest = tmp_path / "student"
-    assert bn.main(["--root", str(REPO), "--release", str(dest)]) == 0  # verify_release ran inside
-    assert sorted(p.name for p in (dest / "notebooks").iterdir()) == sorted(
-        p.name for p in (REPO / "notebooks").glob("*.ipynb"))
-    dry = subprocess.run(["make", "-n", "lab"], cwd=dest, capture_output=True, text=True)
-    assert dry.returncode == 0 and "jupyter lab" in dry.stdout, dry.stderr  # nothing it needs is missing
