@@ -68,7 +68,8 @@ def predicted_bytes(config: dict) -> tuple[int | None, str]:
         note = ""
     breakdown = memory_breakdown(GPTConfig.tiny(), batch, block, "lora", targets=tuple(config["target_modules"]),
                                  r=int(config["r"]), checkpointing=bool(train.get("checkpointing", False)))
-    return int(breakdown.total), f"batch {batch} x {block} bytes, r = {config['r']} on {', '.join(config['target_modules'])}{note}"
+    targets = ", ".join(config["target_modules"])
+    return int(breakdown.total), f"batch {batch} x {block} bytes, r = {config['r']} on {targets}{note}"
 
 
 def check(adapter: str | Path, base_losses: dict[str, float] | None = None) -> list[Item]:
@@ -106,8 +107,9 @@ def check(adapter: str | Path, base_losses: dict[str, float] | None = None) -> l
                       f"held-out Milton {before['milton']:.3f} -> {after['milton']:.3f} ({gain:+.3f} nats/byte below "
                       f"the base; the rubric asks for at least {LEARNED_NATS}); forgetting: {forgetting}"))
     beat = after["milton"] < BASELINE_MILTON
+    relation = "<" if beat else ">="
     items.append(Item("baseline", "pass" if beat else "fail",
-                      f"held-out Milton {after['milton']:.3f} {'<' if beat else '>='} the baseline's {BASELINE_MILTON}"))
+                      f"held-out Milton {after['milton']:.3f} {relation} the baseline's {BASELINE_MILTON}"))
     return items
 
 

@@ -529,7 +529,8 @@ def _modules() -> dict:
     runs = js("sweeps/modules.json")
     s = runs["settings"]
     mlp, all_ = paired_runs("modules", "mlp/r=4", "attention/r=4"), paired_runs("modules", "all/r=4", "mlp/r=4")
-    eq_mlp, eq_all = paired_runs("modules", "mlp/r=4", "attention/r=5"), paired_runs("modules", "all/r=4", "attention/r=9")
+    eq_mlp = paired_runs("modules", "mlp/r=4", "attention/r=5")
+    eq_all = paired_runs("modules", "all/r=4", "attention/r=9")
     assert all(d.shown and d.a_lower == d.n for d in (mlp, all_, eq_mlp, eq_all)), "'every seed', ordered"
     count = {k.rsplit("/seed=", 1)[0]: r["trainable_params"] for k, r in runs["runs"].items()}
     assert count["attention/r=5"] == count["mlp/r=4"] and count["attention/r=9"] == count["all/r=4"], "'equal budgets'"
@@ -768,17 +769,19 @@ FIGURES: list[Figure] = [
         _subspace,
     ),
     Figure(
-        "Which layers (r = 4 on attention, the MLP or all six, one learning rate {lr}): Folio loss orders all six < MLP "
-        "<\n  attention, as Biderman et al. (2024) §4.6 report (MLP {mlp} below attention, all six a further {all}, every\n"
-        "  seed); at equal parameter budgets the MLP still beats attention at r = 5 by {eq_mlp} and all six beat attention "
-        "at\n  r = 9 by {eq_all}. Full fine-tuning at its notebook 07 learning rate still ends {full} below all six at r = 4.",
+        "Which layers (r = 4 on attention, the MLP or all six, one learning rate {lr}): Folio loss orders all six < "
+        "MLP <\n  attention, as Biderman et al. (2024) §4.6 report (MLP {mlp} below attention, all six a further "
+        "{all}, every\n  seed); at equal parameter budgets the MLP still beats attention at r = 5 by {eq_mlp} and all "
+        "six beat attention at\n  r = 9 by {eq_all}. Full fine-tuning at its notebook 07 learning rate still ends "
+        "{full} below all six at r = 4.",
         "data/sweeps/modules.json and lora_vs_full.json, paired by seed (lora_scratch.stats)",
         _modules,
     ),
     Figure(
-        "Why B = 0 and not A = 0 (notebook 05; a planted rank-4 update, {steps} Adam steps, the best of {n_lr} learning "
-        "rates):\n  with A random and B = 0 (Init[A]) 1–4 × 10⁻⁵ of the loss is left at every width from {lo} to {hi}; "
-        "with A = 0 and\n  B random (Init[B]) LoRA falls behind as the layer widens, {r_lo}–{r_hi}× more loss left at "
+        "Why B = 0 and not A = 0 (notebook 05; a planted rank-4 update, {steps} Adam steps, the best of {n_lr} "
+        "learning rates):\n  with A random and B = 0 (Init[A]) 1–4 × 10⁻⁵ of the loss is left at every width from "
+        "{lo} to {hi}; with A = 0 and\n  B random (Init[B]) LoRA falls behind as the layer widens, {r_lo}–{r_hi}× "
+        "more loss left at "
         "d = {hi} (Hayou et al.,\n  2024: Init[A] learns more efficiently).",
         "data/sweeps/init_ab.json (scripts/sweep_init.py)",
         _init_ab,

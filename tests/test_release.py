@@ -45,7 +45,8 @@ def test_no_solutions_and_a_gitignore_that_keeps_venv_out(shipped):
 
 
 def test_the_release_makefile_knows_its_targets(shipped):
-    for target, expect in (("lab", "jupyter lab"), ("submit", "scripts/submit.py"), ("capstone", "lora_scratch.capstone")):
+    targets = (("lab", "jupyter lab"), ("submit", "scripts/submit.py"), ("capstone", "lora_scratch.capstone"))
+    for target, expect in targets:
         dry = subprocess.run(["make", "-n", target, "NAME=Ada"], cwd=shipped, capture_output=True, text=True)
         assert dry.returncode == 0 and expect in dry.stdout, dry.stderr
 
