@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import sys
 import tempfile
@@ -65,6 +66,9 @@ def write_zip(root: Path, name: str, adapter: str = "milton_adapter") -> Path:
                 z.write(p, arc)
             z.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         replaced = out.exists()
+        mask = os.umask(0)
+        os.umask(mask)
+        partial.chmod(0o666 & ~mask)  # a temporary file is private (0600); the zip is an ordinary file
         partial.replace(out)  # all or nothing: an interrupted run leaves the earlier zip as it was
     finally:
         partial.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ corrupt file, and a submission that tries to write outside its working copy."""
 import csv
 import importlib.util
 import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -138,6 +139,9 @@ def test_submit_zips_notebooks_adapter_and_manifest_and_changes_nothing(tmp_path
     snapshot = {p: p.read_bytes() for p in course.rglob("*") if p.is_file()}
     out = submit.write_zip(course, "Grace Hopper")
     assert out.name == "submission-grace-hopper.zip"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # an ordinary file, not a private temporary
     with zipfile.ZipFile(out) as z:
         names = set(z.namelist())
         manifest = json.loads(z.read("manifest.json"))

@@ -65,3 +65,35 @@ def test_strict_mode_still_leaves_the_reference_bound_for_the_cells_below(monkey
 
     W, A, B = torch.zeros(2, 2), torch.ones(1, 2), torch.ones(2, 1)
     assert torch.equal(namespace["merged_weight"](W, A, B, 4.0, 1), merged_weight(W, A, B, 4.0, 1))
+
+
+OTTER_CASE = """
+>>> from lora_scratch import checks
+>>> checks.passes(checks.check_merged_weight, merged_weight)
+True
+"""
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_otter_doctest_case_of_the_instructor_guide_passes_and_fails_as_the_checker_says(monkeypatch, strict):
+    """Otter's OK-format test cases are doctests: the case must print nothing but `True`, for a right answer only."""
+    import doctest
+
+    if strict:
+        monkeypatch.setenv("LORA_SCRATCH_CHECKS", "strict")
+    results = {}
+    for label, fn in (("right", merged_weight), ("wrong", wrong), ("stub", stub)):
+        test = doctest.DocTestParser().get_doctest(OTTER_CASE, {"merged_weight": fn}, label, None, 0)
+        runner = doctest.DocTestRunner(verbose=False)
+        runner.run(test, out=lambda _: None)
+        results[label] = runner.summarize(verbose=False).failed == 0
+    assert results == {"right": True, "wrong": False, "stub": False}
+
+
+def test_every_checker_reports_under_the_name_its_check_cell_binds(capsys):
+    """grade.py finds a verdict by the name in `name = checks.check_name(name)`; strict mode rebinds that name."""
+    names = [n.removeprefix("check_") for n in checks.__all__ if n.startswith("check_")]
+    assert len(names) == 44
+    for name in names:
+        getattr(checks, f"check_{name}")(stub)
+        assert checks.verdicts()[-1] == {**checks.verdicts()[-1], "exercise": name, "status": "todo"}

@@ -19,9 +19,9 @@ modules is made available here, so a notebook calls `checks.check_perplexity(per
 from importlib import import_module
 from pkgutil import iter_modules
 
-from .core import FAIL, PASS, TODO, CheckFailed, Verdict, report, verdicts
+from .core import FAIL, PASS, TODO, CheckFailed, Verdict, passes, report, verdicts
 
-__all__ = ["FAIL", "PASS", "TODO", "CheckFailed", "Verdict", "report", "verdicts"]
+__all__ = ["FAIL", "PASS", "TODO", "CheckFailed", "Verdict", "passes", "report", "verdicts"]
 
 for _module in sorted(m.name for m in iter_modules(__path__) if m.name.startswith("nb")):
     for _name, _fn in vars(import_module(f".{_module}", __name__)).items():

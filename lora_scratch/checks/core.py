@@ -175,6 +175,21 @@ def _record(exercise: str, verdict: Verdict) -> None:
         raise CheckFailed(f"{exercise}: {row['status']}: {verdict.message}")
 
 
+def passes(checker: Callable, fn: Callable) -> bool:
+    """True when `checker` accepts `fn`, printing nothing and never raising: a test case for graders that compare
+    output (otter's doctests: `>>> checks.passes(checks.check_lora_params, lora_params)` expecting `True`)."""
+    import contextlib
+    import io
+
+    before = len(_verdicts)
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            checker(fn)
+        except CheckFailed:
+            pass
+    return len(_verdicts) > before and _verdicts[-1]["status"] == "pass"
+
+
 def _strict() -> bool:
     return os.environ.get(STRICT_ENV, "").lower() == "strict"
 
