@@ -12,7 +12,7 @@ Given an adapter folder it checks, in order, and prints one verdict per item:
              most 80 MB (BUDGET_BYTES);
   learned    held-out Milton loss (64 windows of 256 bytes, the brief's evaluation) at least LEARNED_NATS below the
              base's;
-  baseline   ... and below the brief's baseline adapter (BASELINE_MILTON).
+  baseline   ... and at most BEATS_BASELINE, below the brief's baseline adapter (1.651) at three decimals.
 The message of `learned` also gives modern and Folio held-out loss before and after (forgetting). The rubric's
 other items (design argument, seeds compared in pairs, the report) are read by a person.
 """
@@ -34,7 +34,8 @@ from .train import evaluate, load_base
 BUDGET_BYTES = 80_000_000  # the brief's budget: 80 MB of predicted training memory
 LEARNED_NATS = 0.10  # "clearly below the base": at least this far below on held-out Milton (E256); the Folio
 # adapter, trained on another text, is 0.054 below: spelling alone gets that far
-BASELINE_MILTON = 1.651  # the brief's baseline adapter (r = 8 on W_q, W_v, 8 x 128 bytes, 300 steps, seed 0)
+BASELINE_MILTON = 1.651  # the brief's baseline adapter (r = 8 on W_q, W_v, 8 x 128 bytes, 300 steps, seed 0): 1.65097
+BEATS_BASELINE = 1.650  # "beats the baseline": at most this, below it at the three decimals everything is printed to
 CORPORA = ("milton", "modern", "folio")
 
 
@@ -106,10 +107,11 @@ def check(adapter: str | Path, base_losses: dict[str, float] | None = None) -> l
     items.append(Item("learned", "pass" if gain >= LEARNED_NATS else "fail",
                       f"held-out Milton {before['milton']:.3f} -> {after['milton']:.3f} ({gain:+.3f} nats/byte below "
                       f"the base; the rubric asks for at least {LEARNED_NATS}); forgetting: {forgetting}"))
-    beat = after["milton"] < BASELINE_MILTON
-    relation = "<" if beat else ">="
+    beat = round(after["milton"], 3) <= BEATS_BASELINE
+    verdict = "beats" if beat else "does not beat"
     items.append(Item("baseline", "pass" if beat else "fail",
-                      f"held-out Milton {after['milton']:.3f} {relation} the baseline's {BASELINE_MILTON}"))
+                      f"held-out Milton {after['milton']:.3f} {verdict} the baseline's {BASELINE_MILTON:.3f} (at most "
+                      f"{BEATS_BASELINE:.3f} does)"))
     return items
 
 
