@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
+DEV_STAMP = $(VENV)/.dev-installed-stamp
+PIP_PINS = -c constraints.txt  # the versions the stored outputs were made with (floors: pyproject.toml)
 LAB_FLAGS = $(if $(filter 0,$(shell id -u)),--allow-root,)  # JupyterLab refuses root (e.g. in containers) without it
 NBVAL   = --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
@@ -14,31 +16,47 @@ NBVAL   = --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p 
 
 setup: $(STAMP)
 
-# Re-install when the dependencies change; the stamp marks a finished install.
-$(STAMP): pyproject.toml
+# Re-install when the dependencies change; a stamp marks a finished install. `make lab` needs the learner's
+# install (the `lab` extra); `make test` adds the developer tools (the `dev` extra).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(PIP_PINS) -e ".[lab]"
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet $(PIP_PINS) -e ".[dev]"
+	touch $(DEV_STAMP)
+
+dev-setup: $(DEV_STAMP)
+
+# The environment check, without Jupyter: versions, memory, disk, data, gloo, widgets, kernel.
+.PHONY: doctor kernel dev-setup
+doctor: setup
+	$(BIN)/python -m lora_scratch.doctor
+
+# A named Jupyter kernel for this .venv, so VS Code or a Jupyter installed elsewhere find lora_scratch.
+kernel: setup
+	$(BIN)/python -m ipykernel install --user --name lora-scratch --display-name "LoRA from Scratch (.venv)"
 
 lab: setup
 	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/00_start_here.ipynb
 
-test: setup
+test: dev-setup
 	$(MAKE) --no-print-directory browser-deps
 	$(BIN)/python -m ruff check lora_scratch scripts tests conftest.py
 	$(BIN)/python scripts/build_notebooks.py --check
 	$(BIN)/python scripts/release.py build/release --execute  # the student notebooks, inside the release as shipped
 	$(BIN)/python -m pytest $(NBVAL) --nbval tests notebooks/solutions -q
 
-unit: setup
+unit: dev-setup
 	$(BIN)/python -m pytest tests -q
 
-notebooks: setup
+notebooks: dev-setup
 	$(BIN)/python scripts/build_notebooks.py
 
 # Re-execute the masters in place (outputs stored), then regenerate the student versions.
-execute: setup
+execute: dev-setup
 	$(BIN)/python scripts/execute_notebooks.py
 	$(BIN)/python scripts/build_notebooks.py
 
@@ -51,12 +69,12 @@ base: setup
 adapter: setup
 	$(BIN)/python -m lora_scratch.train lora --corpus folio --out data/adapters/folio
 
-release: setup
+release: dev-setup
 	$(BIN)/python scripts/release.py dist/lora-from-scratch-student
 
 # Grading (docs/INSTRUCTOR.md §7): SUBMISSIONS holds one folder or `make submit` zip per student.
 .PHONY: grade submit
-grade: setup
+grade: dev-setup
 	@test -n "$(SUBMISSIONS)" || { echo 'usage: make grade SUBMISSIONS=folder [OUT=grades.csv]'; exit 2; }
 	$(BIN)/python scripts/grade.py "$(SUBMISSIONS)" --out "$(or $(OUT),grades.csv)"
 
@@ -67,17 +85,22 @@ submit:
 # The course benchmark (not a test): every notebook in a fresh kernel, LoRA's speed ratios, memory predicted vs
 # measured; writes data/bench/course.json and docs/BENCHMARK.md. Run it on a quiet machine.
 .PHONY: bench
-bench: setup
+bench: dev-setup
 	$(BIN)/python scripts/bench_course.py
 
-# Offline reveal.js decks (student from notebooks/, instructor from notebooks/solutions/) in build/slides/.
-.PHONY: slides html browser-deps
-slides: setup
+# Offline reveal.js decks, both from the masters: build/slides/student/ (exercises stubbed, outputs kept except
+# exercises' and checks') and build/slides/instructor/ (solutions, speaker notes). Every slide fits 1280×720.
+.PHONY: slides html html-student browser-deps
+slides: dev-setup
 	$(BIN)/python scripts/render_course.py slides
 
 # The solution notebooks as static HTML with their outputs, and an index, in build/html/.
-html: setup
+html: dev-setup
 	$(BIN)/python scripts/render_course.py html
+
+# What a learner may see, as static HTML (student rules of the decks), in build/html/student/.
+html-student: dev-setup
+	$(BIN)/python scripts/render_course.py html --deck student
 
 # Chromium for tests/test_browser.py: installed only when missing and only as root (CI, containers). Elsewhere
 # this says how to get it; the browser test then skips, except when CI is set, where it fails.

@@ -17,6 +17,9 @@ keeps only 1/N of the optimizer state (stage 1), of the gradients (stage 2), and
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import sys
 import time
 
 import torch
@@ -29,6 +32,37 @@ from .gpt import GPTConfig
 from .train import TrainConfig, lr_at, make_optimizer
 
 ZERO_STAGES = {0: "plain data parallel", 1: "ZeRO-1: P_os", 2: "ZeRO-2: P_os+g", 3: "ZeRO-3: P_os+g+p"}
+
+
+LOOPBACK = {"linux": "lo", "darwin": "lo0"}  # gloo's own connections stay on this machine too
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tcp_init_method(port: int) -> str:
+    """The rendezvous address for processes on this machine. PyTorch's Windows builds have no libuv, yet
+    2.4 to 2.6 ask for it by default and fail ("use_libuv was requested but PyTorch was built without libuv
+    support", pytorch/pytorch#139990): on Windows the address says use_libuv=0, which every release since 2.4
+    accepts (and earlier ones never used libuv)."""
+    url = f"tcp://127.0.0.1:{port}"
+    major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    if sys.platform == "win32" and (major, minor) >= (2, 4):
+        url += "?use_libuv=0"
+    return url
+
+
+def prepare_local_gloo() -> None:
+    """Environment for gloo between processes on one machine: the loopback interface, and no libuv on Windows
+    (the same fix as tcp_init_method, for torchrun's env:// rendezvous)."""
+    if sys.platform in LOOPBACK:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", LOOPBACK[sys.platform])
+    if sys.platform == "win32":
+        os.environ.setdefault("USE_LIBUV", "0")
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import socket
 import statistics
 import sys
 import time
@@ -39,6 +38,9 @@ from lora_scratch.data_parallel import (
     ShardSampler,
     allreduce_bytes,
     broadcast_parameters,
+    free_port,
+    prepare_local_gloo,
+    tcp_init_method,
     train_data_parallel,
     trainable_digest,
     trainable_parameters,
@@ -47,15 +49,6 @@ from lora_scratch.files import atomic_write_json
 from lora_scratch.finetune import ALL_PROJECTIONS, prepare
 from lora_scratch.lora import lora_state_dict, save_adapter
 from lora_scratch.train import TrainConfig
-
-LOOPBACK = {"linux": "lo", "darwin": "lo0"}  # gloo's own connections stay on this machine too
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_method(args: argparse.Namespace, method: str, steps: int, rank: int, world: int) -> tuple[dict, object]:
@@ -149,8 +142,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    if sys.platform in LOOPBACK:
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", LOOPBACK[sys.platform])
+    prepare_local_gloo()  # loopback only; on Windows, no libuv
     start = time.perf_counter()
     if "RANK" in os.environ:  # started by torchrun: it set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
         worker(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), "env://", args)
@@ -158,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = args.out / "ddp_lora.json"
     summary.unlink(missing_ok=True)  # written at the very end of a run, after every rank has finished its work
     for attempt in range(3):  # another program may take the free port before rank 0 binds it: pick a new one
-        init_method = f"tcp://127.0.0.1:{free_port()}"
+        init_method = tcp_init_method(free_port())
         try:
             mp.spawn(worker, args=(args.world_size, init_method, args), nprocs=args.world_size, join=True)
             break

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 from scripts import build_notebooks as bn  # noqa: E402
 
 MARKER = "RELEASE_NOTE.md"  # marks a folder as a release we may rebuild
-FILES = ("pyproject.toml", "environment.yml", "LICENSE")
+FILES = ("pyproject.toml", "constraints.txt", "environment.yml", "LICENSE", "Dockerfile", ".dockerignore",
+         "binder/requirements.txt", "binder/postBuild", "binder/runtime.txt", ".devcontainer/devcontainer.json")
 # Tools for whoever builds the course or grades it, never for a student (a shipped text naming one is an error)
 INSTRUCTOR_SCRIPTS = frozenset({"build_notebooks", "execute_notebooks", "make_instructor_hints", "render_course",
                                 "release", "grade", "bench_course"})
@@ -53,6 +54,8 @@ MAKEFILE = """# LoRA from Scratch, student edition.
 #   make lab                       set up .venv (first time only) and open JupyterLab on the first notebook
 #   make submit NAME="Your Name"   zip your notebooks (and milton_adapter/, if there is one) to hand in
 #   make capstone                  check milton_adapter/ against the capstone's rubric (CAPSTONE.md)
+#   make doctor                    check this computer (versions, memory, disk, data) without Jupyter
+#   make kernel                    a Jupyter kernel named lora-scratch, for VS Code or another Jupyter
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -60,13 +63,13 @@ STAMP   = $(VENV)/.installed-stamp
 LAB_FLAGS = $(if $(filter 0,$(shell id -u)),--allow-root,)
 ADAPTER ?= milton_adapter
 
-.PHONY: setup lab submit capstone
+.PHONY: setup lab submit capstone doctor kernel
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 \ttest -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 \t$(BIN)/python -m pip install --quiet --upgrade pip
-\t$(BIN)/python -m pip install --quiet -e ".[dev]"
+\t$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[lab]"
 \ttouch $(STAMP)
 
 lab: setup
@@ -77,6 +80,12 @@ submit:
 
 capstone: setup
 \t$(BIN)/python -m lora_scratch.capstone $(ADAPTER)
+
+doctor: setup
+\t$(BIN)/python -m lora_scratch.doctor
+
+kernel: setup
+\t$(BIN)/python -m ipykernel install --user --name lora-scratch --display-name "LoRA from Scratch (.venv)"
 """
 NOTE = """# Student release
 
@@ -139,6 +148,7 @@ def build(root: Path, dest: Path) -> Path:
         shutil.copytree(root / "data", dest / "data", ignore=shutil.ignore_patterns("__pycache__"))
     for name in FILES:
         if (root / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / name, dest / name)
     readme = student_readme(root, students)
     (dest / "README.md").write_text(readme, encoding="utf-8", newline="\n")

@@ -44,8 +44,17 @@ def test_no_solutions_and_a_gitignore_that_keeps_venv_out(shipped):
     assert ".venv/" in ignored and "submission-*.zip" in ignored
 
 
+def test_the_fallbacks_and_pins_ship_with_it(shipped):
+    for name in ("constraints.txt", "Dockerfile", ".dockerignore", "binder/requirements.txt", "binder/postBuild",
+                 ".devcontainer/devcontainer.json"):
+        assert (shipped / name).is_file(), name
+    assert (shipped / "binder" / "postBuild").stat().st_mode & 0o111  # still executable
+    assert '-c constraints.txt -e ".[lab]"' in (shipped / "Makefile").read_text()  # the learner install, pinned
+
+
 def test_the_release_makefile_knows_its_targets(shipped):
-    targets = (("lab", "jupyter lab"), ("submit", "scripts/submit.py"), ("capstone", "lora_scratch.capstone"))
+    targets = (("lab", "jupyter lab"), ("submit", "scripts/submit.py"), ("capstone", "lora_scratch.capstone"),
+               ("doctor", "lora_scratch.doctor"), ("kernel", "ipykernel install"))
     for target, expect in targets:
         dry = subprocess.run(["make", "-n", target, "NAME=Ada"], cwd=shipped, capture_output=True, text=True)
         assert dry.returncode == 0 and expect in dry.stdout, dry.stderr
