@@ -22,52 +22,27 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browserlib import launched_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/01_rank_and_svd.ipynb"
 WIDGET_MARK = "interact(show_rank"  # the slider cell is the one that calls this
 ARTIFACTS = Path(os.environ.get("BROWSER_TEST_ARTIFACTS", ROOT / "build" / "browser-test"))
-INSTALL_HINT = "install Chromium with `sudo apt-get install chromium` (or `make browser-deps` as root)"
-CHROMIUM_FLAGS = [  # without the networking flags Chromium keeps trying hosts it cannot reach
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]
 LAB_SETTINGS = {  # for the test's own JupyterLab only: never write the notebook, no news toast
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},  # every cell in the DOM
 }
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def not_run(reason: str) -> None:
-    """Skip with the reason on a learner's machine; fail in CI, where the browser test must run."""
-    if in_ci():
-        pytest.fail(f"the browser test could not run in CI: {reason}", pytrace=False)
-    warnings.warn(f"browser test not run: {reason}", stacklevel=2)  # shown in pytest's summary even with -q
-    pytest.skip(f"browser test not run: {reason}")
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        if found := shutil.which(name):
-            return found
-    return None
 
 
 # ---------------------------------------------------------------- which cells the slider needs
@@ -193,24 +168,6 @@ def running_lab() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-
-
-@contextlib.contextmanager
-def launched_chromium() -> Iterator[object]:
-    """Headless Chromium under Playwright; skips (fails in CI) when either is missing."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        not_run("the Python package `playwright` is missing (pip install playwright; it is in .[dev])")
-    executable = chromium_path()
-    if executable is None:
-        not_run(f"no Chromium on this machine; {INSTALL_HINT}")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")

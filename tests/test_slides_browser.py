@@ -23,24 +23,17 @@ is skipped and says why; when the environment variable CI is set it fails instea
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browserlib import CHROMIUM_FLAGS, chromium_path, launched_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1280, "height": 720}
 DECKS = ("student", "instructor")
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_*.ipynb"))
-INSTALL_HINT = "install Chromium with `sudo apt-get install chromium` (or `make browser-deps` as root)"
-CHROMIUM_FLAGS = [  # without the networking flags Chromium keeps trying hosts it cannot reach
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]
 TOLERANCE_PX = 1  # sub-pixel rounding
 
 # Wait until the deck is laid out as a reader sees it: reveal ready, fonts and the embedded figures loaded. Every
@@ -91,25 +84,6 @@ MEASURE = """(tolerance) => {
 }"""
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def not_run(reason: str) -> None:
-    """Skip with the reason on a learner's machine; fail in CI, where the browser test must run."""
-    if in_ci():
-        pytest.fail(f"the slide browser test could not run in CI: {reason}", pytrace=False)
-    warnings.warn(f"slide browser test not run: {reason}", stacklevel=2)
-    pytest.skip(f"slide browser test not run: {reason}")
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        if found := shutil.which(name):
-            return found
-    return None
-
-
 def measure(page, deck: Path) -> list[dict]:
     """Open `deck` in `page`; one record per slide that overflows or that the deck had to shrink (see MEASURE)."""
     page.goto(deck.resolve().as_uri())
@@ -132,19 +106,8 @@ def report(deck: Path, records: list[dict]) -> list[str]:
 @pytest.fixture(scope="module")
 def browser_page() -> Iterator[object]:
     """A 1280×720 page in headless Chromium; skips (fails in CI) when Chromium or Playwright is missing."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        not_run("the Python package `playwright` is missing (pip install playwright; it is in .[dev])")
-    executable = chromium_path()
-    if executable is None:
-        not_run(f"no Chromium on this machine; {INSTALL_HINT}")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            yield browser.new_page(viewport=VIEWPORT)
-        finally:
-            browser.close()
+    with launched_chromium("slide browser test") as browser:
+        yield browser.new_page(viewport=VIEWPORT)
 
 
 @pytest.fixture(scope="module")
