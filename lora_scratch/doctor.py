@@ -207,19 +207,26 @@ def check_jupyter() -> list[Check]:
         return [Check("jupyter", WARN, f"{', '.join(missing)} not installed here: fine for `python -m` scripts; "
                                        "for the notebooks run `make lab` (or pip install -e '.[lab]')")]
     out = [Check("jupyter", OK, f"jupyterlab {_version('jupyterlab')}, ipykernel {_version('ipykernel')}")]
-    try:
-        from jupyter_client.kernelspec import KernelSpecManager
-
-        specs = KernelSpecManager().find_kernel_specs()
-    except Exception:  # noqa: BLE001 - no jupyter_client: nothing more to say
-        return out
-    if KERNEL in specs:
-        out.append(Check("kernel", OK, f"Jupyter kernel '{KERNEL}' installed ({specs[KERNEL]})"))
+    found = [p for p in kernel_dirs() if (p / KERNEL / "kernel.json").is_file()]
+    if found:
+        out.append(Check("kernel", OK, f"Jupyter kernel '{KERNEL}' installed ({found[0] / KERNEL})"))
     else:
         out.append(Check("kernel", WARN, f"no Jupyter kernel named '{KERNEL}': VS Code or a Jupyter outside .venv "
                                          "will not find lora_scratch. Run `make kernel` (python -m ipykernel install "
-                                         f"--user --name {KERNEL} --display-name 'LoRA from Scratch')"))
+                                         f"--user --name {KERNEL} --display-name 'LoRA from Scratch (.venv)')"))
     return out
+
+
+def kernel_dirs() -> list[Path]:
+    """Where Jupyter looks for kernels (its data paths, each with kernels/), read without importing Jupyter."""
+    home = Path.home()
+    user = {"darwin": home / "Library" / "Jupyter",
+            "win32": Path(os.environ.get("APPDATA", home)) / "jupyter"}.get(sys.platform,
+                                                                          home / ".local" / "share" / "jupyter")
+    paths = [Path(p) for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    paths += [Path(os.environ["JUPYTER_DATA_DIR"])] if os.environ.get("JUPYTER_DATA_DIR") else [user]
+    paths += [Path(sys.prefix) / "share" / "jupyter", Path("/usr/local/share/jupyter"), Path("/usr/share/jupyter")]
+    return [p / "kernels" for p in paths]
 
 
 def run(course: Path | None = None, gloo: bool = True) -> list[Check]:

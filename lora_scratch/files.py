@@ -189,9 +189,10 @@ def read_safetensors(path: Path, sha256: bool = False) -> tuple[dict[str, torch.
     if len(blob) != size:
         raise ValueError(f"{path} changed while it was being read; nothing was loaded")
     try:
-        tensors = tensors_from_bytes(blob)
+        loaded = tensors_from_bytes(blob)
     except (SafetensorError, KeyError, TypeError, RuntimeError, ValueError) as e:
         raise ValueError(f"{path} is not a valid safetensors file ({e}); nothing was loaded") from None
+    tensors = dict(sorted(loaded.items()))  # by name: safetensors returns them in an order that changes per process
     return tensors, dict(header.get("__metadata__", {})), hashlib.sha256(blob).hexdigest() if sha256 else None
 
 

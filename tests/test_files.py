@@ -184,3 +184,15 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
 def test_a_missing_file_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_tensors(tmp_path / "nope.safetensors")
+
+
+def test_tensors_come_back_in_name_order_in_every_process(tmp_path):
+    """safetensors' own load returns them in an order that changes from process to process (its map is
+    randomised); a notebook that prints them in a loop needs one order, so load_tensors sorts by name."""
+    from safetensors.torch import save_file
+
+    names = [f"layer.{c}" for c in "qwertyuiopasdfgh"]
+    save_file({n: torch.zeros(1) for n in names}, str(tmp_path / "t.safetensors"))
+    code = f"from lora_scratch.files import load_tensors; print(list(load_tensors({str(tmp_path / 't.safetensors')!r})))"
+    orders = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout for _ in range(4)}
+    assert orders == {f"{sorted(names)}\n"}

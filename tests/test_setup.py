@@ -23,7 +23,7 @@ def test_environment_yml_is_a_thin_wrapper_around_pyproject():
     conda = sorted(d.split("=")[0] for d in deps if isinstance(d, str))
     pip = [d for d in deps if isinstance(d, dict)]
     assert conda == ["pip", "python"], "conda packages beyond python and pip would be a second source"
-    assert pip == [{"pip": ["-e .[dev]"]}]
+    assert pip == [{"pip": ["-c constraints.txt", "-e .[lab]"]}]  # the learner's install, with the pins
 
 
 def test_package_imports_only_allowed_third_party_modules():
