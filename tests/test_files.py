@@ -193,6 +193,7 @@ def test_tensors_come_back_in_name_order_in_every_process(tmp_path):
 
     names = [f"layer.{c}" for c in "qwertyuiopasdfgh"]
     save_file({n: torch.zeros(1) for n in names}, str(tmp_path / "t.safetensors"))
-    code = f"from lora_scratch.files import load_tensors; print(list(load_tensors({str(tmp_path / 't.safetensors')!r})))"
+    path = str(tmp_path / "t.safetensors")
+    code = f"from lora_scratch.files import load_tensors; print(list(load_tensors({path!r})))"
     orders = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout for _ in range(4)}
     assert orders == {f"{sorted(names)}\n"}
