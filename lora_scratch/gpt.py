@@ -133,16 +133,23 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample max_new_tokens tokens after idx (B, T). Temperature < 1 sharpens the distribution."""
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = False) -> torch.Tensor:
+        """Sample max_new_tokens tokens after idx (B, T). Temperature < 1 sharpens the distribution.
+        use_cache=True keeps each layer's keys and values (lora_scratch.kv_cache): the same tokens, less work."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         was_training = self.training
         self.eval()
+        if use_cache:
+            from .kv_cache import CachedSteps
+
+            next_logits = CachedSteps(self)  # feeds only the newest token once the prompt is cached
+        else:
+            def next_logits(idx):  # the whole context (its last block_size tokens) at every step
+                return self(idx[:, -self.config.block_size:])[0]
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size:]
-            logits, _ = self(context)
-            logits = logits[:, -1, :] / temperature  # (B, vocab): only the last position predicts
+            logits = next_logits(idx)[:, -1, :] / temperature  # (B, vocab): only the last position predicts
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
