@@ -134,9 +134,10 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None,
-                 use_cache: bool = False) -> torch.Tensor:
+                 use_cache: bool = True) -> torch.Tensor:
         """Sample max_new_tokens tokens after idx (B, T). Temperature < 1 sharpens the distribution.
-        use_cache=True keeps each layer's keys and values (lora_scratch.kv_cache): the same tokens, less work."""
+        use_cache=True keeps each layer's keys and values (lora_scratch.kv_cache) and feeds only the newest token;
+        use_cache=False runs the whole context at every step: the same tokens, far more work."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         was_training = self.training
@@ -149,11 +150,18 @@ class GPT(nn.Module):
             def next_logits(idx):  # the whole context (its last block_size tokens) at every step
                 return self(idx[:, -self.config.block_size:])[0]
         for _ in range(max_new_tokens):
-            logits = next_logits(idx)[:, -1, :] / temperature  # (B, vocab): only the last position predicts
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = F.softmax(logits, dim=-1)
-            idx = torch.cat([idx, torch.multinomial(probs, 1, generator=generator)], dim=1)
+            logits = next_logits(idx)[:, -1, :]  # (B, vocab): only the last position predicts
+            idx = torch.cat([idx, sample_next(logits, temperature, top_k, generator)], dim=1)
         self.train(was_training)
         return idx
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from logits (B, vocab): divide by the temperature, keep the top_k largest, sample.
+    Returns (B, 1) token ids. top_k=1 is greedy decoding."""
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)

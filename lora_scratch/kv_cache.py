@@ -100,7 +100,3 @@ class CachedSteps:
             return forward_cached(self.model, idx[:, -block_size:], self.cache)
         return forward_cached(self.model, idx[:, -1:], self.cache)
 
-
-def generate_cached(model: GPT, idx: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
-    """GPT.generate with the cache (use_cache=True): the same sampling, the same tokens."""
-    return model.generate(idx, max_new_tokens, use_cache=True, **sampling)

@@ -20,7 +20,6 @@ sys.path.insert(0, str(ROOT))
 
 from lora_scratch import bench  # noqa: E402
 from lora_scratch.files import atomic_write_json  # noqa: E402
-from lora_scratch.kv_cache import generate_cached  # noqa: E402
 from lora_scratch.train import load_base  # noqa: E402
 
 
@@ -38,8 +37,8 @@ def main(argv: list[str] | None = None) -> dict:
         if length + args.new > model.config.block_size:
             raise SystemExit(f"prompt {length} + {args.new} new tokens exceed block_size {model.config.block_size}")
         prompt = torch.randint(0, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0))
-        fns = {"no cache": lambda p=prompt: model.generate(p, args.new, top_k=1),
-               "KV cache": lambda p=prompt: generate_cached(model, p, args.new, top_k=1)}
+        fns = {"no cache": lambda p=prompt: model.generate(p, args.new, top_k=1, use_cache=False),
+               "KV cache": lambda p=prompt: model.generate(p, args.new, top_k=1, use_cache=True)}
         assert torch.equal(fns["no cache"](), fns["KV cache"]()), "the two paths must give the same tokens"
         timing = bench.compare(fns, rounds=args.rounds, warmup=1, threads=1)
         speedup = bench.ratio(timing, "no cache", "KV cache")

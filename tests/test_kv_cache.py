@@ -4,7 +4,7 @@ import torch
 
 from lora_scratch import GPT, GPTConfig, add_lora, load_adapter
 from lora_scratch.data import data_dir, encode
-from lora_scratch.kv_cache import KVCache, forward_cached, generate_cached
+from lora_scratch.kv_cache import KVCache, forward_cached
 from lora_scratch.train import load_base
 
 
@@ -41,21 +41,25 @@ def test_a_second_chunk_after_a_prefill_is_masked_causally():
 def test_greedy_tokens_equal_the_uncached_path(new_tokens):
     model = small_gpt()
     prompt = torch.randint(0, 32, (2, 5), generator=torch.Generator().manual_seed(3))
-    assert torch.equal(generate_cached(model, prompt, new_tokens, top_k=1), model.generate(prompt, new_tokens, top_k=1))
+    cached, plain = (model.generate(prompt, new_tokens, top_k=1, use_cache=c) for c in (True, False))
+    assert torch.equal(cached, plain)
 
 
 def test_greedy_tokens_equal_on_the_shipped_base_and_with_the_folio_adapter():
     prompt = encode("King.\nWhat say you to this?\n").unsqueeze(0)
     for model in (load_base(), load_adapter(load_base(), data_dir() / "adapters" / "folio")):
-        assert torch.equal(generate_cached(model, prompt, 60, top_k=1), model.generate(prompt, 60, top_k=1))
+        cached, plain = (model.generate(prompt, 60, top_k=1, use_cache=c) for c in (True, False))
+        assert torch.equal(cached, plain)
 
 
-def test_sampling_with_the_same_generator_gives_the_same_text():
+def test_sampling_with_the_same_generator_gives_the_same_text_and_the_cache_is_the_default():
     model = small_gpt()
     prompt = torch.zeros(1, 3, dtype=torch.long)
-    a = generate_cached(model, prompt, 30, temperature=0.8, generator=torch.Generator().manual_seed(4))
-    b = model.generate(prompt, 30, temperature=0.8, generator=torch.Generator().manual_seed(4))
+    a = model.generate(prompt, 30, temperature=0.8, generator=torch.Generator().manual_seed(4))
+    b = model.generate(prompt, 30, temperature=0.8, generator=torch.Generator().manual_seed(4), use_cache=False)
     assert torch.equal(a, b)
+    import inspect
+    assert inspect.signature(model.generate).parameters["use_cache"].default is True
 
 
 def test_an_adapter_on_k_or_v_makes_its_own_cache():
@@ -83,7 +87,7 @@ def test_more_than_block_size_tokens_is_refused_with_the_fix():
         with pytest.raises(ValueError, match="rebuild the cache"):
             forward_cached(model, torch.zeros(1, 3, dtype=torch.long), cache)
     with pytest.raises(ValueError, match="temperature"):
-        generate_cached(model, torch.zeros(1, 1, dtype=torch.long), 2, temperature=0)
+        model.generate(torch.zeros(1, 1, dtype=torch.long), 2, temperature=0)
 
 
 def test_the_benchmark_script_checks_equal_tokens_and_writes_its_table(tmp_path):
