@@ -231,13 +231,17 @@ def _decode(model, gathered: Gathered, cache: BatchCache, rows: torch.Tensor, la
     """One new token per row in `rows` (each at its own position, after its own cached tokens): logits (n, vocab)."""
     lengths = cache.lengths[rows]
     span = int(lengths.max()) + 1
+    visible = (torch.arange(span, device=last.device) <= lengths.view(-1, 1)).view(-1, 1, 1, span)  # own tokens
+    every = len(rows) == len(cache.lengths)  # all rows: read the cache through a view, not a gathered copy
 
     def attend(layer, q, k, v):
         K, V = cache.k[layer], cache.v[layer]
         K[rows, :, lengths], V[rows, :, lengths] = k[:, :, 0], v[:, :, 0]  # each row appends at its own length
-        visible = torch.arange(span, device=q.device) <= lengths.view(-1, 1)  # (n, span): its own tokens only
-        return F.scaled_dot_product_attention(q, K[rows, :, :span], V[rows, :, :span],
-                                              attn_mask=visible.view(-1, 1, 1, span))
+        if every:
+            K, V = K[:, :, :span], V[:, :, :span]
+        else:
+            K, V = K[rows, :, :span], V[rows, :, :span]
+        return F.scaled_dot_product_attention(q, K, V, attn_mask=visible)
 
     logits = _forward_rows(model, gathered, last.view(-1, 1), lengths.view(-1, 1), attend)
     cache.lengths[rows] = lengths + 1
@@ -278,8 +282,9 @@ def generate_many(base: nn.Module, adapters: dict[str, str], requests: list, max
     row of the cache); then every step is one forward for the whole batch: one new token per row, the base matmul
     once, each row's (A, B) gathered from the stack. With top_k=1 each request gets the tokens that decoding it
     alone would (GPT.generate on the base with its adapter loaded). Adapters of different ranks or targets are
-    padded with zeros (AdapterStack). Past block_size tokens a row's window slides and its cache is rebuilt,
-    as GPT.generate's is."""
+    padded with zeros (AdapterStack). A server builds the stack once and passes it as `adapters` instead of the
+    mapping: AdapterStack(base, {name: folder}) reads and checks every file. Past block_size tokens a row's window
+    slides and its cache is rebuilt, as GPT.generate's is."""
     from .gpt import sample_next
 
     if temperature <= 0:
@@ -289,7 +294,7 @@ def generate_many(base: nn.Module, adapters: dict[str, str], requests: list, max
     cfg = base.config
     was_training = base.training
     base.eval()
-    stack = AdapterStack(base, adapters)
+    stack = adapters if isinstance(adapters, AdapterStack) else AdapterStack(base, adapters)
     _check_requests(requests, stack, cfg.vocab_size, cfg.block_size)
     device = base.pos_emb.weight.device
     slots = stack.slots([name for name, _ in requests])
