@@ -52,27 +52,37 @@ class KVCache:
         return sum(t.numel() * t.element_size() for layer in self.layers for t in (layer.k, layer.v) if t is not None)
 
 
-def attention_step(attn: CausalSelfAttention, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+    """Attention of T new tokens given the cache: q, k, v (B, n_head, T, head_size) are the new tokens'; their
+    k and v are appended to the cache, and new token i (at position past + i) sees keys 0 .. past + i.
+    Returns (B, n_head, T, head_size). (Notebook 12's exercise.)"""
+    if cache.k is not None:
+        k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)  # (B, nh, past + T, hs)
+    cache.k, cache.v = k, v
+    T = q.shape[2]
+    past = k.shape[2] - T
+    if past == 0:  # the prompt: plain causal attention
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    # is_causal=True would align the mask top-left (new token 0 would see key 0 only): shift it by `past`
+    mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def attention_step(attn: CausalSelfAttention, x: torch.Tensor, cache: LayerCache,
+                   attend=cached_attention) -> torch.Tensor:
     """CausalSelfAttention on the new tokens x (B, T, C) given the cached keys and values; appends theirs."""
     B, T, C = x.shape
     hs = C // attn.n_head
     q = attn.q_proj(x).view(B, T, attn.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
     k = attn.k_proj(x).view(B, T, attn.n_head, hs).transpose(1, 2)
     v = attn.v_proj(x).view(B, T, attn.n_head, hs).transpose(1, 2)
-    if cache.k is not None:
-        k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)  # (B, nh, past + T, hs)
-    cache.k, cache.v = k, v
-    past = k.shape[2] - T
-    if past == 0:
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    else:  # new token i sits at position past + i and sees keys 0 .. past + i
-        mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    y = attend(q, k, v, cache)  # (B, nh, T, hs)
     return attn.o_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
-def forward_cached(model: GPT, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Logits (B, T, vocab) of the new tokens idx (B, T), which follow the cache.length tokens already cached."""
+def forward_cached(model: GPT, idx: torch.Tensor, cache: KVCache, attend=cached_attention) -> torch.Tensor:
+    """Logits (B, T, vocab) of the new tokens idx (B, T), which follow the cache.length tokens already cached.
+    `attend` is the attention given the cache (cached_attention; notebook 12 passes the learner's)."""
     B, T = idx.shape
     start = cache.length
     if start + T > model.config.block_size:
@@ -81,7 +91,7 @@ def forward_cached(model: GPT, idx: torch.Tensor, cache: KVCache) -> torch.Tenso
     pos = torch.arange(start, start + T, device=idx.device)
     x = model.drop(model.tok_emb(idx) + model.pos_emb(pos))  # (B, T, C)
     for block, layer_cache in zip(model.blocks, cache.layers):
-        x = x + attention_step(block.attn, block.ln_1(x), layer_cache)
+        x = x + attention_step(block.attn, block.ln_1(x), layer_cache, attend)
         x = x + block.mlp(block.ln_2(x))
     return model.lm_head(model.ln_f(x))
 

@@ -234,11 +234,11 @@ class _DequantMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, module: NF4Linear) -> torch.Tensor:
         ctx.module = module
-        return x @ module.weight.T
+        return x @ module.weight.to(x.dtype).T  # in the computation dtype: x's (bf16 in a bf16 model)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        return grad_out @ ctx.module.weight, None  # W is frozen: a gradient for x only
+        return grad_out @ ctx.module.weight.to(grad_out.dtype), None  # W is frozen: a gradient for x only
 
 
 class NF4Linear(nn.Linear):

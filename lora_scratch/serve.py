@@ -172,7 +172,7 @@ class Gathered:
 
     def linear(self, module: nn.Linear, name: str, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, in) -> base(x) + each row's own s·x A^T B^T, (B, T, out): one base matmul for every row."""
-        out = module(x)
+        out = F.linear(x, module.weight, module.bias)  # the base matmul, once for every row
         if name not in self.At:
             return out
         return torch.baddbmm(out, torch.bmm(x, self.At[name]), self.Bt[name])  # out + (x A^T s) B^T, row by row

@@ -27,6 +27,27 @@ def test_prefill_then_steps_give_the_logits_of_the_full_forward():
     assert cache.nbytes() == 2 * 2 * 2 * 12 * 16 * 4  # layers x (k, v) x B x T x C x fp32
 
 
+
+def test_cached_steps_go_through_houlsby_adapters():
+    """Notebook 08 times a cached decode step of a Houlsby-adapted model: the adapters wrap o_proj and down_proj,
+    which the cached path calls as modules, so a step must give the full forward's last logits there too."""
+    from lora_scratch.adapter_layers import BottleneckAdapter, add_adapters
+
+    model = add_adapters(small_gpt(), bottleneck=4)
+    adapters = [m for m in model.modules() if isinstance(m, BottleneckAdapter)]
+    with torch.no_grad():
+        for m in adapters:
+            # up = 0 (the start) would hide an adapter the cached path skipped
+            m.up.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(7))
+        idx = torch.randint(0, 32, (2, 10), generator=torch.Generator().manual_seed(8))
+        assert not torch.allclose(model(idx)[0], add_adapters(small_gpt(), bottleneck=4)(idx)[0])  # adapters act
+        cache = KVCache.empty(model)
+        forward_cached(model, idx[:, :6], cache)
+        for t in range(6, 10):
+            step = forward_cached(model, idx[:, t:t + 1], cache)[:, -1]
+            torch.testing.assert_close(step, model(idx[:, :t + 1])[0][:, -1])
+    assert len(adapters) == 4 and cache.length == 10
+
 def test_a_second_chunk_after_a_prefill_is_masked_causally():
     model = small_gpt()
     idx = torch.randint(0, 32, (1, 10), generator=torch.Generator().manual_seed(2))

@@ -357,3 +357,17 @@ def test_merging_dora_into_nf4_is_refused_too():
     with pytest.raises(RuntimeError, match="re-quantize"):
         dora.merge()
     assert not dora.merged and dora._weight_before_merge is None and torch.equal(dora(x), before)
+
+
+def test_an_nf4_linear_computes_in_the_input_s_dtype():
+    """QLoRA §3 dequantizes "the storage data type to the computation data type": bf16 in, bf16 out and back."""
+    from lora_scratch.quant import NF4Linear
+
+    torch.manual_seed(0)
+    layer = NF4Linear.from_linear(torch.nn.Linear(64, 32, bias=False))
+    x = torch.randn(3, 64, requires_grad=True)
+    xb = x.detach().to(torch.bfloat16).requires_grad_()
+    y, yb = layer(x), layer(xb)
+    yb.sum().backward()
+    assert yb.dtype == xb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(yb.float(), y, atol=0.05, rtol=0.02)  # the same product, rounded to bf16
