@@ -384,14 +384,26 @@ def _paper_speed() -> dict:
     return {"a": "32.5", "b": "43.1", "r": f"{32.5 / 43.1:.2f}"}
 
 
-def _latency(row: str) -> dict:
-    label = row.replace("×", "x")
-    vals = grab(
-        "08",
-        rf"^{label}\s+([\d.]+) \( \+0%\)" + r"\s+([\d.]+) \( ?([-+]\d+)%\)" * 3,
-    )
+LATENCY_ROWS = {  # README row -> notebook 08's model name
+    "base": "base",
+    "Houlsby adapters": "Houlsby adapters",
+    "LoRA on the same layers, unmerged": "LoRA o+down unmerged",
+    "LoRA on all six (Folio), unmerged": "LoRA all six unmerged",
+    "LoRA merged (Folio)": "LoRA merged",
+}
+
+
+def _latency(model: str) -> dict:
+    """A row of notebook 08's Table-1-shaped print: adapted layers, extra parameters, then median ms (overhead)
+    for the decode step and for the prefill."""
+    vals = grab("08", rf"^{re.escape(model)}\s+(\d+)\s+([\d,]+)" + r"\s+([\d.]+) \( ?([-+]\d+)%\)" * 2)
     # merged LoRA runs the base's operations: its overhead is noise and can come out negative
-    return {k: v.replace("-", "−") for k, v in zip(("b", "h", "hp", "u", "up", "m", "mp"), vals)}
+    return {k: v.replace("-", "−") for k, v in zip(("n", "p", "d", "dp", "f", "fp"), vals)}
+
+
+def _latency_inputs() -> dict:
+    cached, b, t = grab("08", r"decode step, (\d+) cached\s+prefill (\d+) x (\d+) tokens")
+    return {"cached": cached, "b": b, "t": t}
 
 
 def _latency_threads() -> dict:
@@ -582,11 +594,13 @@ def _ddp() -> dict:
 def _latency_table_rows() -> list[Figure]:
     return [
         Figure(
-            f"| {row} | {{b}} | {{h}} ({{hp}} %) | {{u}} ({{up}} %) | {{m}} ({{mp}} %) |",
+            f"| {row} | {{n}} | {{p}} | {{d}} | {{f}} |"
+            if model == "base"
+            else f"| {row} | {{n}} | {{p}} | {{d}} ({{dp}} %) | {{f}} ({{fp}} %) |",
             "notebook 08's stored latency table",
-            functools.partial(_latency, row),
+            functools.partial(_latency, model),
         )
-        for row in ("batch 1 × 1 token", "batch 4 × 64 tokens")
+        for row, model in LATENCY_ROWS.items()
     ]
 
 
@@ -704,9 +718,14 @@ FIGURES: list[Figure] = [
         _paper_speed,
     ),
     Figure(
-        "interleaved in one run on the reference machine, {th} thread)",
+        "interleaved in one run on the reference machine, {th} thread;",
         "notebook 08's source (bench.compare threads)",
         _latency_threads,
+    ),
+    Figure(
+        "a decode step is one new token after {cached} cached tokens (a KV cache), a prefill {b} × {t} tokens):",
+        "notebook 08's stored latency table (its header)",
+        _latency_inputs,
     ),
     *_latency_table_rows(),
     Figure("(GPT-2-small shapes, `make bench`: merged / base = {merged})", "data/bench/course.json speed", _speed),

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .answers import none_hint
+from .answers import device_dtype_problem, none_hint, same
 from .core import FAIL, PASS, Verdict, call_safely, describe, report
 
 B, NH, HS = 2, 3, 4
@@ -97,6 +97,12 @@ def _verdict(fn: Callable) -> Verdict:
         if not isinstance(got, torch.Tensor):
             return Verdict(FAIL, f"for {what} it returned {describe(got)}{none_hint(got)}; return the attention "
                                  "output, a tensor (B, n_head, T, head_size).")
+        problem = device_dtype_problem(got, q_all, f"for {what} the output")
+        if problem:
+            return problem
+        if not same([q, k, v], [q_all[:, :, new], k_all[:, :, new], v_all[:, :, new]]):
+            return Verdict(FAIL, f"for {what} your function changed q, k or v in place (+=, a method ending in _): "
+                                 "the layer above still uses them. Build new tensors instead.")
         if tuple(got.shape) != (B, NH, n, HS):
             return Verdict(FAIL, f"for {what} the output should be (B, n_head, T, head_size) = {(B, NH, n, HS)}, "
                                  f"one row per new token; yours is {tuple(got.shape)}.")
