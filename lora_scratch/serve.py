@@ -154,6 +154,15 @@ class AdapterStack:
         return sum(t[0].numel() * t.element_size() for stack in (self.A, self.B) for t in stack.values())
 
 
+def lora_rows(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scaling: torch.Tensor,
+              slots: torch.Tensor) -> torch.Tensor:
+    """Each row's own LoRA term, gathered from a stack (Punica's BGMV, in PyTorch; notebook 12's exercise):
+    x (batch, T, in); A (n_slots, r, in); B (n_slots, out, r); scaling (n_slots,); slots (batch,) the slot of each
+    row. Returns (batch, T, out), row i being scaling[slots[i]] · x_i A_{slots[i]}^T B_{slots[i]}^T."""
+    s = scaling[slots].view(-1, 1, 1)  # (batch, 1, 1)
+    return s * (x @ A[slots].transpose(1, 2) @ B[slots].transpose(1, 2))  # (b, T, in)(b, in, r)(b, r, out)
+
+
 class Gathered:
     """The factors of one batch's rows, gathered once from the stack and reused at every step:
     At[module] (B, in, r) with each row's scaling folded in, Bt[module] (B, r, out)."""

@@ -5,6 +5,7 @@ from checklib import generic_tests
 
 from lora_scratch import checks
 from lora_scratch.kv_cache import cached_attention
+from lora_scratch.serve import lora_rows
 
 
 def _append(cache, k, v, dim=2):
@@ -61,6 +62,32 @@ def merged_heads(q, k, v, cache):  # returns (B, T, C)
     return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
 
 
+def rows_loop_no_scaling(x, A, B, scaling, slots):
+    return torch.stack([x[i] @ A[k].T @ B[k].T for i, k in enumerate(slots.tolist())])
+
+
+def rows_one_scaling(x, A, B, scaling, slots):  # the first adapter's scaling for every row
+    return scaling[1] * (x @ A[slots].transpose(1, 2) @ B[slots].transpose(1, 2))
+
+
+def rows_first_adapter(x, A, B, scaling, slots):
+    k = slots[0]
+    return scaling[k] * (x @ A[k].T @ B[k].T)
+
+
+def rows_untransposed(x, A, B, scaling, slots):
+    return scaling[slots].view(-1, 1, 1) * (x @ A[slots] @ B[slots])
+
+
+def rows_scaled_in_place(x, A, B, scaling, slots):
+    A *= scaling.view(-1, 1, 1)
+    return x @ A[slots].transpose(1, 2) @ B[slots].transpose(1, 2)
+
+
+def rows_plus_base(x, A, B, scaling, slots):  # (batch, T, out) but the loop over rows forgot T
+    return lora_rows(x, A, B, scaling, slots)[:, :1]
+
+
 CASES = {
     checks.check_cached_attention: {
         "reference": cached_attention,
@@ -74,6 +101,18 @@ CASES = {
             (only_new_keys, "each new token must attend to all cached keys"),
             (merged_heads, "one row per new token"),
             (lambda q, k, v, cache: None, "return the attention output"),
+        ],
+    },
+    checks.check_lora_rows: {
+        "reference": lora_rows,
+        "mistakes": [
+            (rows_loop_no_scaling, "you left out the scaling"),
+            (rows_one_scaling, "every row got one scaling"),
+            (rows_first_adapter, "every row used the first row's adapter"),
+            (rows_untransposed, "the shapes do not fit"),
+            (rows_scaled_in_place, "changed its inputs in place"),
+            (rows_plus_base, "one row per request"),
+            (lambda x, A, B, scaling, slots: [1.0], "return a tensor"),
         ],
     },
 }

@@ -1,4 +1,4 @@
-"""Checkers for 12_serving_many_adapters: cached_attention.
+"""Checkers for 12_serving_many_adapters: cached_attention, lora_rows.
 
 The checker feeds the learner's function the three calls a generation makes — the prompt (nothing cached yet),
 one new token after it, and a chunk of several new tokens after that — and compares each output, and the cache it
@@ -127,3 +127,81 @@ def check_cached_attention(fn: Callable) -> Callable:
 
     return report("cached_attention", lambda: _verdict(fn), fn, cached_attention,
                   "lora_scratch.kv_cache.cached_attention")
+
+
+# ---- lora_rows(x, A, B, scaling, slots) -> (batch, T, out) ------------------------------------------------------
+
+N_SLOTS, R, IN, OUT, BATCH, T = 4, 2, 5, 3, 5, 2
+SLOTS = [2, 0, 3, 2, 1]  # rows for different adapters, one repeated, one for the base (slot 0)
+
+
+def _stack() -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(7)
+    A, B = torch.randn(N_SLOTS, R, IN, generator=g), torch.randn(N_SLOTS, OUT, R, generator=g)
+    A[0], B[0] = 0.0, 0.0  # slot 0: the base alone
+    x = torch.randn(BATCH, T, IN, generator=g)
+    return x, A, B, torch.tensor([0.0, 2.0, 0.5, 4.0]), torch.tensor(SLOTS)
+
+
+def _loop(x, A, B, scaling, slots):  # one row at a time: what the batched version must equal
+    return torch.stack([scaling[k] * (x[i] @ A[k].T @ B[k].T) for i, k in enumerate(slots.tolist())])
+
+
+def _scaling_problem(got: torch.Tensor, x, A, B, scaling, slots) -> Verdict | None:
+    """Right products, wrong scaling: each row's answer is a multiple of its unscaled product x A_kᵀ B_kᵀ."""
+    unscaled = x @ A[slots].transpose(1, 2) @ B[slots].transpose(1, 2)
+    rows = [i for i in range(len(slots)) if unscaled[i].abs().max() > 0]  # slot 0 (the base) is zero anyway
+    factors = [float((got[i] * unscaled[i]).sum() / (unscaled[i] ** 2).sum()) for i in rows]
+    if not all(torch.allclose(got[i], f * unscaled[i], atol=1e-5) for i, f in zip(rows, factors)):
+        return None
+    if all(abs(f - 1) < 1e-5 for f in factors):
+        return Verdict(FAIL, "you left out the scaling: multiply each row by its own adapter's scaling, "
+                             "scaling[slots] (shape (batch,), viewed as (batch, 1, 1)).")
+    if max(factors) - min(factors) < 1e-5:
+        return Verdict(FAIL, "every row got one scaling; each row needs its own adapter's: "
+                             "scaling[slots].view(-1, 1, 1).")
+    return None
+
+
+def _rows_verdict(fn: Callable) -> Verdict:
+    x, A, B, scaling, slots = _stack()
+    kept = _stack()  # the same inputs again, for the reference and to see whether the learner's changed
+    got, problem = call_safely(fn, x, A, B, scaling, slots)
+    if problem:
+        if problem.status != FAIL:
+            return problem
+        if any(m in problem.message for m in ("shapes cannot be multiplied", "mat1 and mat2", "batch2 tensor")):
+            return Verdict(FAIL, f"the shapes do not fit: {problem.message}. Gathered, A[slots] is (batch, r, in) "
+                                 "and B[slots] (batch, out, r): x (batch, T, in) @ A[slots].transpose(1, 2) is "
+                                 "(batch, T, r), then @ B[slots].transpose(1, 2) gives (batch, T, out).")
+        return problem
+    if not same(list(kept), [x, A, B, scaling, slots]):
+        return Verdict(FAIL, "your function changed its inputs in place (+=, a method ending in _): the stack is "
+                             "shared by every request. Build new tensors instead.")
+    x, A, B, scaling, slots = kept
+    if not isinstance(got, torch.Tensor):
+        return Verdict(FAIL, f"lora_rows returned {describe(got)}{none_hint(got)}; return a tensor "
+                             f"(batch, T, out) = {(BATCH, T, OUT)}.")
+    want = _loop(x, A, B, scaling, slots)
+    problem = device_dtype_problem(got, want, "lora_rows' answer")
+    if problem:
+        return problem
+    if tuple(got.shape) != want.shape:
+        return Verdict(FAIL, f"lora_rows should return (batch, T, out) = {tuple(want.shape)}, one row per request; "
+                             f"yours is {tuple(got.shape)}.")
+    if torch.allclose(got, want, atol=1e-5):
+        return Verdict(PASS, "correct: each row's own A and B, gathered by its slot, with its own scaling — and "
+                             "slot 0, all zeros, leaves the base's row alone.")
+    first = _loop(x, A, B, scaling, slots[:1].repeat(len(slots)))
+    if torch.allclose(got, first, atol=1e-5):
+        return Verdict(FAIL, "every row used the first row's adapter: gather each row's own A and B with A[slots], "
+                             "B[slots].")
+    differ = Verdict(FAIL, "the values differ from computing each row alone, scaling[k] · x_i A_kᵀ B_kᵀ with "
+                           "k = slots[i]; print both for one row and compare.")
+    return _scaling_problem(got, x, A, B, scaling, slots) or differ
+
+
+def check_lora_rows(fn: Callable) -> Callable:
+    from ..serve import lora_rows
+
+    return report("lora_rows", lambda: _rows_verdict(fn), fn, lora_rows, "lora_scratch.serve.lora_rows")
