@@ -24,6 +24,12 @@ class GPTConfig:
     n_embd: int = 192
     dropout: float = 0.0
     bias: bool = True
+    gelu_approximate: str = "none"  # "none": exact GELU (our base); "tanh": GPT-2's approximation (Hendrycks & Gimpel)
+
+    def __post_init__(self):
+        if self.gelu_approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu_approximate must be 'none' (exact GELU) or 'tanh' (GPT-2's), "
+                             f"got {self.gelu_approximate!r}")
 
     @classmethod
     def tiny(cls) -> GPTConfig:
@@ -36,7 +42,15 @@ class GPTConfig:
         return cls(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, without gelu_approximate when it is the default: checkpoints and printouts of the
+        exact-GELU models read as they did before the field existed (and load in older versions)."""
+        d = asdict(self)
+        if d["gelu_approximate"] == "none":
+            del d["gelu_approximate"]
+        return d
+
+    def __repr__(self) -> str:
+        return f"GPTConfig({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
 
 
 class CausalSelfAttention(nn.Module):
@@ -72,9 +86,14 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.down_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.gelu_approximate = cfg.gelu_approximate
+
+    def act(self, x: torch.Tensor) -> torch.Tensor:
+        """GELU, exact or with GPT-2's tanh approximation; serve.py calls it too, so both compute the same."""
+        return F.gelu(x, approximate=self.gelu_approximate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down_proj(F.gelu(self.up_proj(x))))  # (B, T, 4C) in the middle
+        return self.dropout(self.down_proj(self.act(self.up_proj(x))))  # (B, T, 4C) in the middle
 
 
 class Block(nn.Module):

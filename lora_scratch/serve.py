@@ -216,7 +216,7 @@ def _forward_rows(model, gathered: Gathered, idx: torch.Tensor, pos: torch.Tenso
         h = block.ln_2(x)
         mlp, name = block.mlp, f"blocks.{i}.mlp"
         up = gathered.linear(mlp.up_proj, f"{name}.up_proj", h)
-        x = x + gathered.linear(mlp.down_proj, f"{name}.down_proj", F.gelu(up))
+        x = x + gathered.linear(mlp.down_proj, f"{name}.down_proj", mlp.act(up))
     return model.lm_head(model.ln_f(x))
 
 
