@@ -35,6 +35,11 @@ dev-setup: $(DEV_STAMP)
 doctor: setup
 	$(BIN)/python -m lora_scratch.doctor
 
+# Notebook 13 only: transformers and PEFT (the `interop` extra, about 200 MB; `make test` has them through `dev`).
+.PHONY: interop
+interop: setup
+	$(BIN)/python -m pip install --quiet $(PIP_PINS) -e ".[lab,interop]"
+
 # A named Jupyter kernel for this .venv, so VS Code or a Jupyter installed elsewhere find lora_scratch.
 kernel: setup
 	$(BIN)/python -m ipykernel install --user --name lora-scratch --display-name "LoRA from Scratch (.venv)"

@@ -29,8 +29,8 @@ from .files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, atomic_write_json, check_fin
 from .gpt import GPT, GPTConfig
 from .lora_layer import _check_wrappable, _put_back, add_lora, lora_layers
 
-__all__ = ["compact_lora", "fuse_qkv_lora", "gpt_from_hf", "gpt_to_hf", "load_peft_adapter", "save_peft_adapter",
-           "split_c_attn_lora"]
+__all__ = ["c_attn_to_qkv", "compact_lora", "fuse_qkv_lora", "gpt_from_hf", "gpt_to_hf", "load_peft_adapter",
+           "save_peft_adapter", "split_c_attn_lora"]
 
 INSTALL = 'pip install -e ".[interop]"'
 GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}  # GPT-2's activation -> ours
@@ -141,6 +141,14 @@ def gpt_to_hf(model: GPT) -> nn.Module:
         for ours, theirs in _weight_pairs(model, hf):
             theirs.copy_(ours)
     return hf.eval()
+
+
+def c_attn_to_qkv(weight: torch.Tensor, bias: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """GPT-2's fused c_attn, a Conv1D with weight (C, 3C) = (in, out) and bias (3C,), as three pairs (W, b) in
+    nn.Linear's layout, W (C, C) = (out, in), for q, k and v: the column blocks of weight, each transposed
+    (notebook 13's exercise)."""
+    C = weight.shape[0]
+    return tuple((w.T.contiguous(), b.clone()) for w, b in zip(weight.split(C, dim=1), bias.split(C)))
 
 
 # ---- LoRA on the fused c_attn: pure tensor functions ----

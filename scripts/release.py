@@ -56,6 +56,7 @@ MAKEFILE = """# LoRA from Scratch, student edition.
 #   make capstone                  check milton_adapter/ against the capstone's rubric (CAPSTONE.md)
 #   make doctor                    check this computer (versions, memory, disk, data) without Jupyter
 #   make kernel                    a Jupyter kernel named lora-scratch, for VS Code or another Jupyter
+#   make interop                   add transformers and PEFT (about 200 MB), for notebook 13 only
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -63,7 +64,7 @@ STAMP   = $(VENV)/.installed-stamp
 LAB_FLAGS = $(if $(filter 0,$(shell id -u)),--allow-root,)
 ADAPTER ?= milton_adapter
 
-.PHONY: setup lab submit capstone doctor kernel
+.PHONY: setup lab submit capstone doctor kernel interop
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -86,6 +87,9 @@ doctor: setup
 
 kernel: setup
 \t$(BIN)/python -m ipykernel install --user --name lora-scratch --display-name "LoRA from Scratch (.venv)"
+
+interop: setup
+\t$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[lab,interop]"
 """
 NOTE = """# Student release
 

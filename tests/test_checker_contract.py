@@ -221,11 +221,11 @@ def test_not_done_yet_says_what_to_do_never_the_answer(name: str, capsys) -> Non
 
 
 def test_every_notebook_module_is_checked() -> None:
-    """The battery covers every checker the notebooks can call, and each of nb00-nb12 has some."""
+    """The battery covers every checker the notebooks can call, and each of nb00-nb13 has some."""
     exported = sorted(n for n in checks.__all__ if n.startswith("check_"))
-    assert CHECKERS == exported and len(CHECKERS) >= 46
+    assert CHECKERS == exported and len(CHECKERS) >= 47
     modules = {m.name for m in iter_modules(checks.__path__) if m.name.startswith("nb")}
-    assert {f"nb{i:02d}" for i in range(13)} <= modules
+    assert {f"nb{i:02d}" for i in range(14)} <= modules
 
 
 # ---- the time limit, the stop button and the session, one at a time -------------------------------------

@@ -391,3 +391,18 @@ def test_the_shipped_base_and_adapter_give_the_same_logits_in_transformers_and_p
     assert diff(folio, base, idx) > 100 * TOL
     back = load_peft_adapter(load_base(), tmp_path)
     assert diff(folio, back, idx) == 0
+
+
+def test_the_bitsandbytes_comparison_says_how_to_install_it_when_missing(monkeypatch, tmp_path):
+    """scripts/compare_bnb_nf4.py (notebook 13 §6) needs bitsandbytes, which no extra installs: it must say so."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_bnb_nf4.py"
+    spec = importlib.util.spec_from_file_location("compare_bnb_nf4", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes -> ImportError
+    with pytest.raises(SystemExit, match="pip install bitsandbytes"):
+        script.main(["--out", str(tmp_path / "bnb.json")])
+    assert not (tmp_path / "bnb.json").exists()

@@ -93,7 +93,7 @@ def test_the_otter_doctest_case_of_the_instructor_guide_passes_and_fails_as_the_
 def test_every_checker_reports_under_the_name_its_check_cell_binds(capsys):
     """grade.py finds a verdict by the name in `name = checks.check_name(name)`; strict mode rebinds that name."""
     names = [n.removeprefix("check_") for n in checks.__all__ if n.startswith("check_")]
-    assert len(names) == 46
+    assert len(names) == 47
     for name in names:
         getattr(checks, f"check_{name}")(stub)
         assert checks.verdicts()[-1] == {**checks.verdicts()[-1], "exercise": name, "status": "todo"}
