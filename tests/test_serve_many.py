@@ -140,3 +140,25 @@ def test_bad_input_gets_a_clear_error(tmp_path):
         generate_many(base, {}, [(None, prompt)], -1)
     with pytest.raises(TypeError, match="dict from names to adapter folders"):
         generate_many(base, [good], [(None, prompt)], 2)
+
+
+def test_the_serving_benchmark_checks_equal_tokens_and_writes_its_tables(tmp_path):
+    """scripts/bench_serving.py in miniature: its rows exist, each with the three ways side by side (it asserts that
+    swapping and generate_many give the same tokens before timing), and its memory figures are the stack's bytes."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_serving.py"
+    spec = importlib.util.spec_from_file_location("bench_serving", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    record = script.main(["--new", "2", "--rounds", "1", "--train-steps", "1", "--out", str(tmp_path / "s.json")])
+    assert json.loads((tmp_path / "s.json").read_text())["main"] == record["main"]
+    assert [r["adapters"] for r in record["by_adapters"]] == [1, 2, 4, 8, 32]
+    assert [r["batch"] for r in record["by_batch"]] == [1, 2, 4, 8, 16, 32]
+    for row in record["by_adapters"] + record["by_batch"]:
+        assert set(row["tokens_per_s"]) == {"(a) swap", "(b) generate_many", "(c) merged"}
+        assert all(v > 0 for v in row["tokens_per_s"].values())
+    cfg = load_base().config
+    assert record["memory"]["adapter_bytes"] == 4 * 34_560  # all six projections at r = 2, fp32
+    assert record["memory"]["kv_cache_bytes_per_request"] == 2 * cfg.n_layer * cfg.block_size * cfg.n_embd * 4
