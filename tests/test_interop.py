@@ -17,8 +17,9 @@ os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 import peft  # noqa: E402
 import transformers  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
+from scriptlib import load_script
 
-from lora_scratch import GPT, GPTConfig, add_lora, interop, lora_state_dict, save_adapter  # noqa: E402
+from lora_scratch import GPT, GPTConfig, add_lora, interop, lora_state_dict, peft_format, save_adapter  # noqa: E402
 from lora_scratch.interop import (  # noqa: E402
     compact_lora,
     fuse_qkv_lora,
@@ -330,7 +331,7 @@ def test_a_failure_while_building_puts_the_model_back(tmp_path, monkeypatch):
     def add_then_fail(*args, **kwargs):
         add_lora(*args, **kwargs)
         raise RuntimeError("disk full")
-    monkeypatch.setattr(interop, "add_lora", add_then_fail)
+    monkeypatch.setattr(peft_format, "add_lora", add_then_fail)  # where load_peft_adapter looks it up
     with pytest.raises(RuntimeError, match="disk full"):
         load_peft_adapter(model, folder)
     assert not lora_layers(model) and not hasattr(model, "lora_config")
@@ -395,13 +396,7 @@ def test_the_shipped_base_and_adapter_give_the_same_logits_in_transformers_and_p
 
 def test_the_bitsandbytes_comparison_says_how_to_install_it_when_missing(monkeypatch, tmp_path):
     """scripts/compare_bnb_nf4.py (notebook 13 §6) needs bitsandbytes, which no extra installs: it must say so."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_bnb_nf4.py"
-    spec = importlib.util.spec_from_file_location("compare_bnb_nf4", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("compare_bnb_nf4")
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes -> ImportError
     with pytest.raises(SystemExit, match="pip install bitsandbytes"):
         script.main(["--out", str(tmp_path / "bnb.json")])

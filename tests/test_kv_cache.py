@@ -1,6 +1,7 @@
 """lora_scratch.kv_cache: cached generation computes what the uncached path computes (issue 14 groundwork)."""
 import pytest
 import torch
+from scriptlib import load_script
 
 from lora_scratch import GPT, GPTConfig, add_lora, load_adapter
 from lora_scratch.data import data_dir, encode
@@ -112,14 +113,12 @@ def test_more_than_block_size_tokens_is_refused_with_the_fix():
 
 
 def test_the_benchmark_script_checks_equal_tokens_and_writes_its_table(tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_kv_cache.py"
-    spec = importlib.util.spec_from_file_location("bench_kv_cache", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    record = script.main(["--new", "4", "--prompts", "4", "--rounds", "1", "--out", str(tmp_path / "kv.json")])
+    script = load_script("bench_kv_cache")
+    record = script.main(["--new", "4", "--prompts", "4", "--contexts", "3", "12", "--rounds", "1",
+                          "--out", str(tmp_path / "kv.json")])
     assert json.loads((tmp_path / "kv.json").read_text())["rows"] == record["rows"]
     assert record["rows"][0]["speedup"] > 0 and record["rows"][0]["context_at_end"] == 8
+    assert [row["context"] for row in record["steps"]] == [3, 12]  # the one-step curve, checked against the forward
+    assert all(row["median_ms"]["KV cache"] > 0 and row["speedup"] > 0 for row in record["steps"])

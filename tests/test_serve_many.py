@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scriptlib import load_script
 
 from lora_scratch import GPT, GPTConfig, add_lora, load_adapter, save_adapter
 from lora_scratch.data import data_dir, encode
@@ -145,13 +146,9 @@ def test_bad_input_gets_a_clear_error(tmp_path):
 def test_the_serving_benchmark_checks_equal_tokens_and_writes_its_tables(tmp_path):
     """scripts/bench_serving.py in miniature: its rows exist, each with the three ways side by side (it asserts that
     swapping and generate_many give the same tokens before timing), and its memory figures are the stack's bytes."""
-    import importlib.util
     import json
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_serving.py"
-    spec = importlib.util.spec_from_file_location("bench_serving", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("bench_serving")
     record = script.main(["--new", "2", "--rounds", "1", "--train-steps", "1", "--out", str(tmp_path / "s.json")])
     assert json.loads((tmp_path / "s.json").read_text())["main"] == record["main"]
     assert [r["adapters"] for r in record["by_adapters"]] == [1, 2, 4, 8, 32]
